@@ -1,0 +1,66 @@
+"""B-spline KAN linear layer: ``y_j = sum_i F_{j,i}(x_i)`` with one learnable univariate function per edge."""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from monai_kan.layers.bspline_kan import BSplineKANBase
+
+__all__ = ["KANLinear"]
+
+
+class KANLinear(BSplineKANBase):
+    """KAN layer with B-spline edge functions (efficient-kan conventions).
+
+    Args:
+        in_features: size of the last input dimension.
+        out_features: size of the last output dimension.
+        grid_size: number of grid intervals ``G``. Defaults to 5.
+        spline_order: B-spline order ``k``. Defaults to 3.
+        grid_range: interval the grid covers. Defaults to (-1, 1).
+        base_activation: residual base branch (MONAI activation name, tuple or module); ``None`` gives the pure
+            KAN of the seed: only B-spline edges, no base branch. Defaults to ``"silu"``.
+        bias: learnable output bias. Defaults to False (the seed's KAN has no biases).
+        standalone_scale_spline: separate learnable scale per edge multiplying its control points. Defaults to True.
+        scale_noise: amplitude of the control-point noise at initialisation. Defaults to 0.1.
+
+    Input ``(..., in_features)``, output ``(..., out_features)``.
+
+    The contraction runs as a kernel-1 convolution over all positions, sharing the memory-lean recomputing
+    backward of :class:`~monai_kan.layers.KANConv`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        grid_size: int = 5,
+        spline_order: int = 3,
+        grid_range: Sequence[float] = (-1.0, 1.0),
+        base_activation: Union[str, tuple, nn.Module, None] = "silu",
+        bias: bool = False,
+        standalone_scale_spline: bool = True,
+        scale_noise: float = 0.1,
+    ) -> None:
+        super().__init__(
+            in_features, out_features, (), 1, bias, grid_size, spline_order, grid_range, base_activation,
+            standalone_scale_spline, scale_noise,
+        )
+        self.in_features = in_features
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"KANLinear expected input of shape (..., {self.in_features}), got {list(x.shape)}.")
+        if not x.is_floating_point():
+            raise TypeError(f"KANLinear expected a floating-point input, got {x.dtype}.")
+        lead = x.shape[:-1]
+        columns = x.reshape(-1, self.in_features).t().contiguous().unsqueeze(0)  # (1, in, M): positions as length
+        y = self._kan_conv(columns, self._fused_weight().unsqueeze(-1), [1], [0], [1])  # (1, out, M)
+        return y.squeeze(0).t().reshape(list(lead) + [self.out_features])
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, " + super().extra_repr()

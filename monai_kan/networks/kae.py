@@ -1,0 +1,120 @@
+"""Kolmogorov-Arnold Auto-Encoder (KAE paper, section 3 and the authors' experimental architecture)."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Sequence
+
+import torch
+import torch.nn as nn
+
+from monai_kan.layers.kae import KAELayer
+from monai_kan.layers.kan_linear import KANLinear
+
+__all__ = ["KAE", "AUTOENCODER_LAYERS", "register_autoencoder_layer"]
+
+
+def _kae(in_features: int, out_features: int, order: int) -> nn.Module:
+    return KAELayer(in_features, out_features, order=order)
+
+
+def _linear(in_features: int, out_features: int, order: int) -> nn.Module:
+    return nn.Linear(in_features, out_features)
+
+
+def _bspline_kan(in_features: int, out_features: int, order: int) -> nn.Module:
+    return KANLinear(in_features, out_features)  # efficient-kan defaults: G = 5, k = 3, [-1, 1], SiLU base
+
+
+#: layer builders ``(in_features, out_features, order) -> nn.Module`` selectable by ``KAE(layer_type=...)``
+AUTOENCODER_LAYERS: Dict[str, Callable[[int, int, int], nn.Module]] = {
+    "kae": _kae,
+    "linear": _linear,
+    "kan": _bspline_kan,
+}
+
+
+def register_autoencoder_layer(name: str, builder: Callable[[int, int, int], nn.Module]) -> None:
+    """Make ``builder(in_features, out_features, order)`` available as ``KAE(layer_type=name)``."""
+    AUTOENCODER_LAYERS[name.lower()] = builder
+
+
+class KAE(nn.Module):
+    """Kolmogorov-Arnold Auto-Encoder: ``input -> [hidden ...] -> latent -> [hidden ...] -> input``.
+
+    Every layer is a :class:`~monai_kan.layers.KAELayer` (learnable polynomial edges of order ``order``); as in the
+    authors' code, a ReLU follows every encoder layer (the latent included) and every hidden decoder layer, and a
+    sigmoid bounds the reconstruction to ``[0, 1]`` (inputs are expected in that range).
+
+    Args:
+        in_features: input size (e.g. 784 for flattened 28x28 images). Inputs of shape ``(N, *dims)`` with
+            ``prod(dims) == in_features`` are flattened.
+        latent_dim: size of the latent code.
+        hidden_dims: sizes of hidden layers between input and latent (mirrored in the decoder). Defaults to ``()``,
+            the paper's ``input-latent-input`` setting.
+        order: polynomial order ``p`` of the KAE layers. Defaults to 3.
+        layer_type: edge family of every layer: ``"kae"`` (default), ``"linear"`` (the standard AE) or ``"kan"``
+            (B-spline KAN), or any name added with :func:`register_autoencoder_layer`.
+
+    ``forward`` returns the reconstruction ``(N, in_features)``; ``encode`` the latent ``(N, latent_dim)``;
+    ``decode`` maps a latent back to ``(N, in_features)``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        latent_dim: int,
+        hidden_dims: Sequence[int] = (),
+        order: int = 3,
+        layer_type: str = "kae",
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("latent_dim", latent_dim)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if any(not isinstance(h, int) or h < 1 for h in hidden_dims):
+            raise ValueError(f"`hidden_dims` must be positive integers, got {tuple(hidden_dims)!r}.")
+        key = layer_type.lower()
+        if key not in AUTOENCODER_LAYERS:
+            raise ValueError(f"`layer_type` must be one of {sorted(AUTOENCODER_LAYERS)}, got {layer_type!r}.")
+        build = AUTOENCODER_LAYERS[key]
+        self.in_features = in_features
+        self.latent_dim = latent_dim
+        self.hidden_dims = tuple(hidden_dims)
+        self.order = order
+        self.layer_type = key
+
+        sizes = [in_features, *hidden_dims, latent_dim]
+        encoder = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            encoder += [build(a, b, order), nn.ReLU()]
+        decoder = []
+        rev = sizes[::-1]
+        for i, (a, b) in enumerate(zip(rev[:-1], rev[1:])):
+            decoder += [build(a, b, order), nn.Sigmoid() if i == len(rev) - 2 else nn.ReLU()]
+        self.encoder = nn.Sequential(*encoder)
+        self.decoder = nn.Sequential(*decoder)
+
+    def _flatten(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2:
+            raise ValueError(f"KAE expected a batch of shape (N, {self.in_features}) or (N, *dims), got {list(x.shape)}.")
+        x = x.flatten(1)
+        if x.shape[1] != self.in_features:
+            raise ValueError(
+                f"KAE expected {self.in_features} features per sample, got {x.shape[1]} (input shape {list(x.shape)})."
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"KAE expected a floating-point input, got {x.dtype}.")
+        return x
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, *dims)`` -> latent ``(N, latent_dim)``."""
+        return self.encoder(self._flatten(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """latent ``(N, latent_dim)`` -> reconstruction ``(N, in_features)`` in ``[0, 1]``."""
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"KAE.decode expected a latent of shape (N, {self.latent_dim}), got {list(z.shape)}.")
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(self._flatten(x)))
