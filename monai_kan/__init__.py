@@ -1,7 +1,29 @@
-"""monai-kan: Kolmogorov-Arnold Networks for MONAI."""
+"""monai-kan: Kolmogorov-Arnold Networks for MONAI.
 
-from .basis import bspline_basis, make_knots, uniform_bspline_basis
+``import monai_kan`` makes the networks resolvable by short name in MONAI bundle configs
+(``"_target_": "KMUNet"`` with ``"$import monai_kan"`` in ``imports``) and registers ``Conv["kanconv", dim]``.
+"""
+
+from .basis import bspline_basis, make_knots, power_basis, uniform_bspline_basis
+from .blocks import KANConvBlock, KANResidualUnit
 from .layers import KAELayer, KANConv, KANLinear, fused_kernels_enabled, set_fused_kernels
-from .networks import KAE
+from .networks import KAE, KMUNet, KMUnet
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "KAE",
+    "KAELayer",
+    "KANConv",
+    "KANConvBlock",
+    "KANLinear",
+    "KANResidualUnit",
+    "KMUNet",
+    "KMUnet",
+    "bspline_basis",
+    "fused_kernels_enabled",
+    "make_knots",
+    "power_basis",
+    "set_fused_kernels",
+    "uniform_bspline_basis",
+]

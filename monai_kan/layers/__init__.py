@@ -1,9 +1,15 @@
 """KAN layers: B-spline linear and convolution (1D/2D/3D) and the KAE polynomial layer."""
 
 from .bspline_kan import BSplineKANBase
+from .factories import KAN_CONV, kan_conv_factory
 from .fused import fused_kernels_enabled, set_fused_kernels
 from .kae import KAELayer
 from .kan_conv import KANConv
 from .kan_linear import KANLinear
 
-__all__ = ["BSplineKANBase", "KAELayer", "KANConv", "KANLinear", "fused_kernels_enabled", "set_fused_kernels"]
+__all__ = [
+    "KAN_CONV",
+    "BSplineKANBase", "KAELayer", "KANConv", "KANLinear", "fused_kernels_enabled",
+    "kan_conv_factory",
+    "set_fused_kernels",
+]

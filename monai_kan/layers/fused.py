@@ -150,7 +150,7 @@ class _KANConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, knots, spline_order, uniform, base_activation, stride, padding, dilation, groups):
-        expanded = _maybe_compiled("expand", _expand_with)(x, knots, spline_order, uniform, base_activation)
+        expanded = _expand_fast(x, knots, spline_order, uniform, base_activation)
         out = torch.convolution(expanded, weight, bias, stride, padding, dilation, False, [0] * len(stride), groups)
         ctx.save_for_backward(x, weight, knots)
         ctx.conf = (spline_order, uniform, base_activation, stride, padding, dilation, groups, bias is not None)
@@ -160,7 +160,7 @@ class _KANConvFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight, knots = ctx.saved_tensors
         spline_order, uniform, act, stride, padding, dilation, groups, has_bias = ctx.conf
-        expanded = _maybe_compiled("expand", _expand_with)(x, knots, spline_order, uniform, act)
+        expanded = _expand_fast(x, knots, spline_order, uniform, act)
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
         grad_exp, grad_w, grad_b = torch.ops.aten.convolution_backward(
             grad_out.contiguous(), expanded, weight, [weight.shape[0]] if has_bias else None,
@@ -169,8 +169,16 @@ class _KANConvFunction(torch.autograd.Function):
         del expanded
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = _maybe_compiled("expand_grad", _expand_grad)(x, grad_exp, knots, spline_order, uniform, act)
+            grad_x = _maybe_compiled("expand_grad", _expand_grad)(
+                x.flatten(2), grad_exp.flatten(2), knots, spline_order, uniform, act
+            ).view_as(x)
         return grad_x, grad_w, grad_b, None, None, None, None, None, None, None, None
+
+
+def _expand_fast(x, knots, spline_order, uniform, act):
+    # the elementwise kernels see (N, C, L): one compiled graph serves 1D, 2D and 3D inputs
+    expanded = _maybe_compiled("expand", _expand_with)(x.flatten(2), knots, spline_order, uniform, act)
+    return expanded.view((x.shape[0], expanded.shape[1]) + tuple(x.shape[2:]))
 
 
 def kan_convolution(
@@ -200,7 +208,7 @@ def kan_convolution(
     stride, padding, dilation = list(stride), list(padding), list(dilation)
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     if not needs_grad:
-        expanded = _maybe_compiled("expand", _expand_with)(x, knots, spline_order, uniform, base_activation)
+        expanded = _expand_fast(x, knots, spline_order, uniform, base_activation)
         return torch.convolution(expanded, weight, bias, stride, padding, dilation, False, [0] * len(stride), groups)
     return _KANConvFunction.apply(
         x, weight, bias, knots, spline_order, uniform, base_activation, stride, padding, dilation, groups

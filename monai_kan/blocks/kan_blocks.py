@@ -1,0 +1,104 @@
+"""Building blocks of KAN convolutional networks: ``norm -> KANConv -> dropout`` and its residual form.
+
+The normalisation comes *before* each KAN convolution: B-splines vanish outside their knots, so every KAN conv must
+see inputs in (or near) ``grid_range``. There is no nodal activation: the nonlinearity lives on the edges.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from monai.networks.layers.factories import Conv, Dropout
+from monai.networks.layers.utils import get_norm_layer
+
+from monai_kan.layers.kan_conv import KANConv
+
+__all__ = ["KANConvBlock", "KANResidualUnit"]
+
+
+class KANConvBlock(nn.Sequential):
+    """``norm -> KANConv -> dropout``.
+
+    Args:
+        spatial_dims: number of spatial dimensions.
+        in_channels: input channels.
+        out_channels: output channels.
+        strides: stride of the KAN convolution. Defaults to 1.
+        kernel_size: kernel size. Defaults to 3.
+        norm: MONAI normalisation name or ``(name, args)`` applied to the input; ``""`` for none. Defaults to
+            instance norm.
+        dropout: dropout ratio after the convolution. Defaults to 0.
+        kan_kwargs: further :class:`~monai_kan.layers.KANConv` arguments (``grid_size``, ``spline_order``,
+            ``grid_range``, ``base_activation``, ``bias``, ...).
+
+    Input ``(N, in_channels, *spatial)``, output ``(N, out_channels, *spatial / strides)``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        strides: Union[Sequence[int], int] = 1,
+        kernel_size: Union[Sequence[int], int] = 3,
+        norm: Union[Tuple, str] = "instance",
+        dropout: float = 0.0,
+        kan_kwargs: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        super().__init__()
+        self.add_module("norm", get_norm_layer(norm, spatial_dims, in_channels) if norm else nn.Identity())
+        self.add_module(
+            "conv", KANConv(spatial_dims, in_channels, out_channels, kernel_size, stride=strides, **(kan_kwargs or {}))
+        )
+        if dropout:
+            self.add_module("dropout", Dropout[Dropout.DROPOUT, spatial_dims](dropout))
+
+
+class KANResidualUnit(nn.Module):
+    """``subunits`` :class:`KANConvBlock` s (the first strided) plus a residual path.
+
+    The residual path is the identity when shapes match, else a plain strided 1x1 convolution (a linear projection,
+    as in MONAI's ``ResidualUnit``).
+
+    Args:
+        spatial_dims, in_channels, out_channels, strides, kernel_size, norm, dropout, kan_kwargs: as
+            :class:`KANConvBlock`.
+        subunits: number of KAN conv blocks in the unit (>= 1). Defaults to 2.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        strides: Union[Sequence[int], int] = 1,
+        kernel_size: Union[Sequence[int], int] = 3,
+        subunits: int = 2,
+        norm: Union[Tuple, str] = "instance",
+        dropout: float = 0.0,
+        kan_kwargs: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        super().__init__()
+        if subunits < 1:
+            raise ValueError(f"`subunits` must be >= 1, got {subunits}.")
+        blocks = []
+        for i in range(subunits):
+            blocks.append(
+                KANConvBlock(spatial_dims, in_channels if i == 0 else out_channels, out_channels,
+                             strides if i == 0 else 1, kernel_size, norm, dropout, kan_kwargs)
+            )
+        self.conv = nn.Sequential(*blocks)
+        needs_projection = in_channels != out_channels or any(s != 1 for s in _as_tuple(strides, spatial_dims))
+        self.residual: nn.Module = (
+            Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=1, stride=strides)
+            if needs_projection else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + self.residual(x)
+
+
+def _as_tuple(value: Union[Sequence[int], int], dims: int) -> Tuple[int, ...]:
+    return tuple(value) if isinstance(value, Sequence) else (value,) * dims

@@ -1,0 +1,84 @@
+"""Fourier KAN linear layer (FourierKAN, Xu et al. 2024): every edge is a truncated Fourier series."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["FourierKANLinear"]
+
+
+class FourierKANLinear(nn.Module):
+    """KAN layer with Fourier-series edges: ``y_j = b_j + sum_i sum_{k=1..G} a_{jik} cos(k x_i) + c_{jik} sin(k x_i)``.
+
+    Matches the basic FourierKAN implementation the KAE paper uses as a baseline (``gridsize = 5``, bias added,
+    no smooth initialisation: coefficients ``~ N(0, 1) / (sqrt(in_features) * sqrt(grid_size))``). Evaluated as one
+    matrix product of the ``2 * G * in_features`` harmonic features with the flattened coefficients, so no
+    ``(batch, out, in)`` tensor is formed.
+
+    Args:
+        in_features: size of the last input dimension.
+        out_features: size of the last output dimension.
+        grid_size: number of harmonics ``G`` per edge. Defaults to 5.
+        bias: learnable output bias (initialised to zero). Defaults to True.
+        smooth_initialization: scale harmonic ``k`` by ``1 / k^2`` instead of ``1 / sqrt(G)`` at initialisation.
+            Defaults to False (the paper's setting).
+
+    Input ``(..., in_features)``, output ``(..., out_features)``.
+
+    Attributes:
+        fourier_coeffs: ``(2, out_features, in_features, grid_size)``; ``[0]`` multiplies ``cos(k x)``, ``[1]``
+            ``sin(k x)``, index ``k - 1`` on the last axis.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        grid_size: int = 5,
+        bias: bool = True,
+        smooth_initialization: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features), ("grid_size", grid_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.grid_size = grid_size
+        self.smooth_initialization = smooth_initialization
+        self.fourier_coeffs = nn.Parameter(torch.empty(2, out_features, in_features, grid_size))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        # harmonic numbers 1..G, a buffer so that they follow .to(device)
+        self.register_buffer("frequencies", torch.arange(1, grid_size + 1, dtype=torch.float32), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.fourier_coeffs.normal_(0.0, 1.0)
+            if self.smooth_initialization:
+                self.fourier_coeffs.div_(self.frequencies.square() * math.sqrt(self.in_features))
+            else:
+                self.fourier_coeffs.div_(math.sqrt(self.in_features) * math.sqrt(self.grid_size))
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"FourierKANLinear expected input of shape (..., {self.in_features}), got {list(x.shape)}.")
+        if not x.is_floating_point():
+            raise TypeError(f"FourierKANLinear expected a floating-point input, got {x.dtype}.")
+        angles = x.unsqueeze(-1) * self.frequencies.to(x.dtype)  # (..., in, G)
+        features = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-3)  # (..., 2, in, G)
+        features = features.flatten(-3)  # (..., 2 * in * G), same order as the coefficients below
+        weight = self.fourier_coeffs.transpose(0, 1).reshape(self.out_features, -1)
+        return F.linear(features, weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, grid_size={self.grid_size}, "
+            f"bias={self.bias is not None}"
+        )
