@@ -16,7 +16,7 @@ Two evaluators with identical values:
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -40,7 +40,7 @@ def make_knots(
     spline_order: int,
     grid_range: Sequence[float] = (-1.0, 1.0),
     channels: int = 0,
-    dtype: torch.dtype = torch.float32,
+    dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
     """Uniform extended knot vector.
 
@@ -49,6 +49,7 @@ def make_knots(
         spline_order: B-spline order ``k`` (>= 0); ``k = 3`` is cubic.
         grid_range: ``(low, high)`` covered by the ``G`` intervals.
         channels: if > 0, repeat the knot vector per channel.
+        dtype: knot dtype; defaults to ``torch.get_default_dtype()``.
 
     Returns:
         ``(G + 2k + 1,)`` knots, or ``(channels, G + 2k + 1)`` when ``channels > 0``.
@@ -62,7 +63,7 @@ def make_knots(
     low, high = float(grid_range[0]), float(grid_range[1])
     h = (high - low) / grid_size
     steps = torch.arange(-spline_order, grid_size + spline_order + 1, dtype=torch.float64)
-    knots = (low + steps * h).to(dtype)
+    knots = (low + steps * h).to(dtype or torch.get_default_dtype())
     if channels > 0:
         knots = knots.expand(channels, -1).contiguous()
     return knots

@@ -166,6 +166,18 @@ class BSplineKANBase(nn.Module):
             return False  # a learnable activation's gradient is left to autograd
         return True
 
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.uniform_grid and self.knots.dtype == torch.float64:
+            # knots made in float32 are uniform only to float32 precision; the closed-form basis assumes exact
+            # spacing, so re-space them evenly between the same end knots after a cast to float64
+            with torch.no_grad():
+                n = self.knots.shape[1]
+                first, last = self.knots[:, :1], self.knots[:, -1:]
+                steps = torch.arange(n, dtype=torch.float64, device=self.knots.device) / (n - 1)
+                self.knots.copy_(first + (last - first) * steps)
+        return self
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.uniform_grid = is_uniform_knots(self.knots)
