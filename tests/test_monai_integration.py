@@ -1,0 +1,50 @@
+"""monai-kan as a MONAI plugin: bundle-config names, layer factory, no name clashes."""
+
+import inspect
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.bundle.config_item import ComponentLocator
+from monai.networks.layers.factories import Conv
+
+import monai_kan
+from monai_kan.layers import KANConv
+
+
+@pytest.mark.parametrize("target", ["KMUNet", "monai_kan.networks.KMUNet", "monai_kan.networks.kmunet.KMUNet"])
+def test_kmunet_resolves_in_bundle_config(target):
+    config = {
+        "imports": ["$import monai_kan"],
+        "network_def": {"_target_": target, "spatial_dims": 3, "in_channels": 1, "out_channels": 3,
+                        "channels": [4, 8], "strides": [2]},
+        "network": "$@network_def.to('cpu')",
+    }
+    net = ConfigParser(config).get_parsed_content("network")
+    assert isinstance(net, monai_kan.KMUNet)
+    assert net(torch.randn(1, 1, 8, 8, 8)).shape == (1, 3, 8, 8, 8)
+
+
+@pytest.mark.parametrize("name", ["KAE", "KAELayer", "KANConv", "KANLinear", "KANConvBlock", "KANResidualUnit"])
+def test_short_names_resolve(name):
+    assert ComponentLocator().get_component_module_name(name) is not None
+
+
+def test_no_public_name_collides_with_monai():
+    import monai.apps, monai.bundle, monai.data, monai.engines, monai.handlers, monai.inferers  # noqa: E401
+    import monai.losses, monai.metrics, monai.networks.blocks, monai.networks.layers, monai.networks.nets  # noqa
+    import monai.transforms, monai.utils  # noqa: E401
+
+    locator = ComponentLocator()
+    ours = {n for n, obj in vars(monai_kan).items() if inspect.isclass(obj) or inspect.isfunction(obj)}
+    for name in sorted(ours):
+        found = locator.get_component_module_name(name)
+        modules = found if isinstance(found, list) else [found]
+        assert all(m.startswith("monai_kan") for m in modules if m), f"{name} clashes with MONAI's {modules}"
+
+
+def test_kan_conv_is_registered_with_monai_conv_factory():
+    layer = Conv["kanconv", 3](2, 4, kernel_size=3)
+    assert isinstance(layer, KANConv) and layer.spatial_dims == 3
+    with pytest.raises(ValueError, match="spatial dims"):
+        Conv["kanconv", 4]
