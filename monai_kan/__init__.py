@@ -7,6 +7,16 @@
 from .basis import bspline_basis, make_knots, power_basis, uniform_bspline_basis
 from .blocks import KANConvBlock, KANResidualUnit
 from .layers import KAELayer, KANConv, KANLinear, fused_kernels_enabled, set_fused_kernels
+from .layers.grid import (
+    extend_grid,
+    extend_network_grids,
+    match_kan_grids,
+    replace_optimizer_params,
+    update_grid,
+    update_network_grids,
+)
+from .layers.pruning import PrunedKAN, prune_kan
+from .losses import KANRegularization, KANRegularizedLoss
 from .networks import KAE, KMUNet, KMUnet
 
 __version__ = "0.1.0"
@@ -20,7 +30,17 @@ __all__ = [
     "KANResidualUnit",
     "KMUNet",
     "KMUnet",
+    "KANRegularization",
+    "KANRegularizedLoss",
+    "PrunedKAN",
     "bspline_basis",
+    "extend_grid",
+    "extend_network_grids",
+    "match_kan_grids",
+    "prune_kan",
+    "replace_optimizer_params",
+    "update_grid",
+    "update_network_grids",
     "fused_kernels_enabled",
     "make_knots",
     "power_basis",

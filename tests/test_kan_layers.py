@@ -252,3 +252,13 @@ def test_functional_path_without_grad_matches():
         b = kan_convolution(x, layer._fused_weight(), None, layer.knots, 3, True, layer.base_activation,
                             [1, 1], [1, 1], [1, 1], 1)
     torch.testing.assert_close(a, b)
+
+
+def test_loading_a_checkpoint_with_another_grid_size_adopts_it():
+    """A checkpoint saved after grid extension (G = 5 -> 8) loads into a layer built with the original G."""
+    big = randomize(KANConv(2, 3, 2, grid_size=8))
+    small = KANConv(2, 3, 2, grid_size=5)
+    small.load_state_dict(big.state_dict())
+    assert small.grid_size == 8 and small.n_basis == 11 and small.uniform_grid
+    x = torch.randn(1, 3, 6, 6)
+    torch.testing.assert_close(small(x), big(x))

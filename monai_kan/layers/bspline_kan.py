@@ -179,6 +179,14 @@ class BSplineKANBase(nn.Module):
         return self
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        knots = state_dict.get(prefix + "knots")
+        if knots is not None and knots.dim() == 2 and knots.shape[0] == self.knots.shape[0] \
+                and knots.shape[1] != self.knots.shape[1]:
+            # a checkpoint saved after grid extension (G -> G'): adopt its grid size before copying values
+            n = knots.shape[1] - self.spline_order - 1
+            self.knots = self.knots.new_empty(knots.shape)
+            self.spline_weight = nn.Parameter(self.spline_weight.new_empty(self.spline_weight.shape[:-1] + (n,)))
+            self.grid_size = n - self.spline_order
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.uniform_grid = is_uniform_knots(self.knots)
 

@@ -1,0 +1,119 @@
+"""Ignite handler: learned KAN edge functions as TensorBoard images during training."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from monai_kan.layers.grid import KANInputCapture, kan_layers
+
+__all__ = ["KANSplineTensorBoardHandler"]
+
+
+class KANSplineTensorBoardHandler:
+    """Every ``interval`` epochs (or iterations), log one spline-grid image per selected KAN layer (the ``top_k``
+    most important edges, kernel offsets overlaid, data range shaded) and the input-channel importance heatmap.
+
+    The data ranges and importance come from the layer inputs of the last training iteration before the event
+    (recorded with forward pre-hooks during that iteration's forward pass: no extra pass).
+
+    Args:
+        network: the KAN network.
+        summary_writer: a ``torch.utils.tensorboard.SummaryWriter``; ``None`` creates one on ``log_dir``.
+        log_dir: TensorBoard directory when ``summary_writer`` is None. Defaults to ``"./runs"``.
+        interval: logging period in epochs (iterations if ``epoch_level=False``).
+        epoch_level: count epochs (default) or iterations.
+        layers: layer names or regular expressions to plot; ``None``: the first and the last KAN layer (the network
+            inputs and the output head, the easiest to read).
+        top_k: panels per layer image.
+        tag: prefix of the image tags (``<tag>/<layer>``, ``<tag>/importance``).
+        dpi: resolution of the rendered figures.
+
+    Bundle config (``train#handlers``)::
+
+        {"_target_": "monai_kan.handlers.KANSplineTensorBoardHandler", "network": "@network",
+         "log_dir": "@output_dir", "interval": 1}
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        summary_writer: Optional[Any] = None,
+        log_dir: str = "./runs",
+        interval: int = 1,
+        epoch_level: bool = True,
+        layers: Optional[Sequence[str]] = None,
+        top_k: int = 8,
+        tag: str = "kan_splines",
+        dpi: int = 72,
+    ) -> None:
+        if interval < 1:
+            raise ValueError(f"`interval` must be a positive integer, got {interval}.")
+        names = [n for n, _ in kan_layers(network)]
+        if not names:
+            raise ValueError("`network` has no B-spline KAN layers (KANLinear/KANConv).")
+        if layers:
+            pats = [re.compile(p) for p in layers]
+            chosen = [n for n in names if any(n == p.pattern or p.fullmatch(n) for p in pats)]
+            if not chosen:
+                raise ValueError(f"`layers` {list(layers)} match none of the KAN layers: {names}.")
+        else:
+            chosen = sorted({names[0], names[-1]}, key=names.index)
+        self.network, self.layers = network, chosen
+        self._writer, self.log_dir = summary_writer, log_dir
+        self.interval, self.epoch_level, self.top_k, self.tag, self.dpi = interval, epoch_level, top_k, tag, dpi
+        self.capture = KANInputCapture(network, chosen)
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=self.log_dir)
+        return self._writer
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_STARTED, self._arm)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        if self.epoch_level:
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self._log)
+
+    def _arm(self, engine) -> None:
+        if self.epoch_level:
+            length = engine.state.epoch_length
+            due = engine.state.epoch % self.interval == 0 and (length is None or engine.state.iteration % length == 0)
+        else:
+            due = engine.state.iteration % self.interval == 0
+        if due:
+            self.capture.arm()
+
+    def _iteration_completed(self, engine) -> None:
+        self.capture.disarm()
+        if not self.epoch_level and engine.state.iteration % self.interval == 0:
+            self._log(engine)
+
+    @torch.no_grad()
+    def _log(self, engine) -> None:
+        from monai_kan.visualize.analysis import channel_ranges, layer_summary
+        from monai_kan.visualize.plot import figure_to_array, plot_importance, plot_layer_edges
+
+        inputs = self.capture.pop()
+        step = engine.state.epoch if self.epoch_level else engine.state.iteration
+        mods = dict(kan_layers(self.network))
+        summaries = {}
+        for name in self.layers:
+            layer, x = mods[name], inputs.get(name)
+            summaries[name] = layer_summary(layer, x)
+            ranges = None if x is None else channel_ranges(layer, x)
+            fig = plot_layer_edges(layer, name, summaries[name], ranges, top_k=self.top_k)
+            fig.set_dpi(self.dpi)
+            self.writer.add_image(f"{self.tag}/{name}", figure_to_array(fig), step, dataformats="HWC")
+        fig = plot_importance(summaries)
+        fig.set_dpi(self.dpi)
+        self.writer.add_image(f"{self.tag}/importance", figure_to_array(fig), step, dataformats="HWC")
+        self.writer.flush()

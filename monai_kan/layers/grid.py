@@ -1,0 +1,551 @@
+"""Function-preserving grid update and grid extension of B-spline KAN layers (KAN paper, section 2.5).
+
+Both operations replace the knots of every input channel and refit the control points by least squares, so that
+each edge function keeps its values on the data. The refit is linear in the control points and identical for every
+edge reading the same input channel, so it is one small ``(G' + k) x (G + k)`` transfer matrix per channel:
+
+    ``T_i = argmin_T sum_m || B'(x_m) T - B(x_m) ||^2 = (A'^T A')^{-1} A'^T A``  (``A``: basis on the samples)
+
+applied to ``spline_weight`` directly. Because it is linear, ``T (s * w) = s * (T w)``: the per-edge
+``spline_scaler`` stays as it is and the effective function is preserved (efficient-kan refits ``spline_weight``
+to curves that already include the scaler, which changes the function when the scaler is on).
+
+The samples of input channel ``i`` are all values of channel ``i`` in the batch (for a convolution every kernel
+offset applies the same function family to them; zero-padded positions contribute nothing and need no sample).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from monai_kan.basis.bspline import bspline_basis, is_uniform_knots
+from monai_kan.layers.bspline_kan import BSplineKANBase
+
+__all__ = [
+    "GridRefit",
+    "kan_layers",
+    "channel_samples",
+    "data_knots",
+    "refined_knots",
+    "refit_layer",
+    "update_grid",
+    "extend_grid",
+    "record_kan_inputs",
+    "KANInputCapture",
+    "update_network_grids",
+    "extend_network_grids",
+    "replace_optimizer_params",
+    "match_kan_grids",
+]
+
+
+def kan_layers(net: nn.Module) -> List[Tuple[str, BSplineKANBase]]:
+    """``(qualified name, layer)`` of every B-spline KAN layer (``KANLinear``/``KANConv``) in ``net``."""
+    return [(name, m) for name, m in net.named_modules() if isinstance(m, BSplineKANBase)]
+
+
+def _channel_dim(layer: BSplineKANBase) -> int:
+    return 1 if hasattr(layer, "spatial_dims") else -1  # KANConv: (N, C, *spatial); KANLinear: (..., C)
+
+
+def channel_samples(layer: BSplineKANBase, x: torch.Tensor, max_samples: Optional[int] = 65536) -> torch.Tensor:
+    """Input values of each channel of ``layer`` as ``(M, C)``, at most ``max_samples`` rows (random subset).
+
+    Args:
+        layer: a B-spline KAN layer.
+        x: an input of the layer, ``(N, C, *spatial)`` for a convolution, ``(..., C)`` for a linear layer.
+        max_samples: cap on ``M`` (a random subset of positions, shared by all channels); ``None`` keeps all.
+    """
+    dim = _channel_dim(layer)
+    if x.dim() < 1 or x.shape[dim] != layer.in_channels:
+        raise ValueError(f"`x` must have {layer.in_channels} channels on dim {dim}, got shape {list(x.shape)}.")
+    s = x.detach().movedim(dim, -1).reshape(-1, layer.in_channels)
+    if not bool(torch.isfinite(s).all()):
+        raise ValueError("`x` must be finite to place knots and refit the splines.")
+    if max_samples is not None and s.shape[0] > max_samples:
+        # a fixed generator: reproducible, and the training's global random stream is left alone
+        idx = torch.randperm(s.shape[0], generator=torch.Generator().manual_seed(0))[:max_samples]
+        s = s[idx.to(s.device)]
+    return s
+
+
+def data_knots(
+    samples: torch.Tensor, grid_size: int, spline_order: int, grid_eps: float = 0.02, margin: float = 0.01
+) -> torch.Tensor:
+    """Knots at data quantiles blended with a uniform grid over the data range (efficient-kan's scheme).
+
+    Args:
+        samples: ``(M, C)`` input values per channel.
+        grid_size: number of intervals ``G`` between the data minimum and maximum.
+        spline_order: order ``k``; ``k`` extra knots of the uniform spacing are added on each side.
+        grid_eps: weight of the uniform grid, in ``[0, 1]`` (1: uniform over the data range, 0: pure quantiles).
+        margin: absolute widening of the data range on each side.
+
+    Returns:
+        ``(C, G + 2k + 1)`` knots, float64.
+    """
+    if not 0.0 <= grid_eps <= 1.0:
+        raise ValueError(f"`grid_eps` must be in [0, 1], got {grid_eps}.")
+    s = samples.double().sort(dim=0).values  # (M, C)
+    idx = torch.linspace(0, s.shape[0] - 1, grid_size + 1, device=s.device).round().long()
+    adaptive = s[idx]  # (G + 1, C)
+    step = (s[-1] - s[0] + 2 * margin) / grid_size  # (C,)
+    ar = torch.arange(grid_size + 1, dtype=s.dtype, device=s.device).unsqueeze(1)
+    uniform = s[0] - margin + ar * step
+    grid = grid_eps * uniform + (1 - grid_eps) * adaptive
+    ext = torch.arange(1, spline_order + 1, dtype=s.dtype, device=s.device).unsqueeze(1) * step
+    return torch.cat([grid[:1] - ext.flip(0), grid, grid[-1:] + ext], dim=0).t().contiguous()
+
+
+def refined_knots(knots: torch.Tensor, spline_order: int, grid_size: int) -> torch.Tensor:
+    """Knots of ``grid_size`` intervals over the same interior ``[t_k, t_{G+k}]``, spaced like the old interior
+    (piecewise-linear in the knot index: a uniform grid stays uniform, an adapted one keeps its adaptation), plus
+    ``k`` knots on each side at the new boundary spacing.
+
+    Args:
+        knots: ``(C, G + 2k + 1)`` current knots.
+        spline_order: order ``k``.
+        grid_size: new number of intervals ``G'``.
+
+    Returns:
+        ``(C, G' + 2k + 1)`` knots, float64.
+    """
+    k = spline_order
+    interior = knots.double()[:, k : knots.shape[1] - k]  # (C, G + 1)
+    g_old = interior.shape[1] - 1
+    u = torch.linspace(0, g_old, grid_size + 1, dtype=torch.float64, device=knots.device)
+    lo = u.floor().long().clamp(max=g_old - 1)
+    frac = u - lo
+    grid = interior[:, lo] * (1 - frac) + interior[:, lo + 1] * frac  # (C, G' + 1)
+    ext = torch.arange(1, k + 1, dtype=torch.float64, device=knots.device)
+    left = grid[:, :1] - ext.flip(0) * (grid[:, 1:2] - grid[:, :1])
+    right = grid[:, -1:] + ext * (grid[:, -1:] - grid[:, -2:-1])
+    return torch.cat([left, grid, right], dim=1)
+
+
+class GridRefit(NamedTuple):
+    """Outcome of a grid update or extension of one layer.
+
+    Attributes:
+        replaced: the former ``spline_weight`` when it was replaced by a parameter of another shape (grid
+            extension; see :func:`replace_optimizer_params`), else ``None`` (updated in place).
+        rel_error: relative L2 change of all edge functions on the fit samples,
+            ``sqrt(sum_e ||F'_e - F_e||^2 / sum_e ||F_e||^2)`` (whole edge functions, base branch and
+            ``spline_scaler`` included; only the spline part changes).
+        applied: False when the refit was skipped because ``rel_error`` exceeded ``max_error``.
+    """
+
+    replaced: Optional[nn.Parameter]
+    rel_error: float
+    applied: bool
+
+
+def _grams(layer: BSplineKANBase, samples: torch.Tensor, new_knots: torch.Tensor, chunk: int = 8192):
+    """Per-channel float64 sums over ``samples`` of the new (``A'``) and old (``A``) bases and of the base branch
+    ``a = act(x)``: ``A'^T A'``, ``A'^T A``, ``A^T A``, ``a^T A`` and ``a^T a``."""
+    k, old_knots, act = layer.spline_order, layer.knots.double(), layer.base_activation
+    c, n_new, n_old = old_knots.shape[0], new_knots.shape[1] - k - 1, old_knots.shape[1] - k - 1
+    z = samples.new_zeros
+    g_new, cross, g_old = z((c, n_new, n_new), dtype=torch.float64), z((c, n_new, n_old), dtype=torch.float64), \
+        z((c, n_old, n_old), dtype=torch.float64)
+    a_old_sum, a_sq = z((c, 1, n_old), dtype=torch.float64), z((c, 1, 1), dtype=torch.float64)
+    for start in range(0, samples.shape[0], chunk):  # accumulate: the basis of all samples may not fit in memory
+        s = samples[start : start + chunk].double()
+        a_new = bspline_basis(s, new_knots.double(), k)  # (m, C, n_new)
+        a_old = bspline_basis(s, old_knots, k)
+        g_new += torch.einsum("mcb,mcd->cbd", a_new, a_new)
+        cross += torch.einsum("mcb,mcd->cbd", a_new, a_old)
+        g_old += torch.einsum("mcb,mcd->cbd", a_old, a_old)
+        if act is not None:
+            base = act(s)  # (m, C)
+            a_old_sum += torch.einsum("mc,mcd->cd", base, a_old).unsqueeze(1)
+            a_sq += (base * base).sum(0)[:, None, None]
+    return g_new, cross, g_old, a_old_sum, a_sq
+
+
+def _edge_major(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """``(out, in // g, *K, n)`` -> ``(in, n, E)``: the control points of every edge reading each input channel."""
+    out, cin_g, n = w.shape[0], w.shape[1], w.shape[-1]
+    w = w.reshape(groups, out // groups, cin_g, -1, n)  # (g, out/g, in/g, K, n)
+    return w.permute(0, 2, 4, 1, 3).reshape(groups * cin_g, n, -1)
+
+
+def _edge_minor(w: torch.Tensor, like: torch.Tensor, groups: int) -> torch.Tensor:
+    """Inverse of :func:`_edge_major` with the basis size of ``w``."""
+    out, cin_g, n = like.shape[0], like.shape[1], w.shape[1]
+    w = w.reshape(groups, cin_g, n, out // groups, -1).permute(0, 3, 1, 4, 2)  # (g, out/g, in/g, K, n)
+    return w.reshape((out, cin_g) + tuple(like.shape[2:-1]) + (n,))
+
+
+@torch.no_grad()
+def refit_layer(
+    layer: BSplineKANBase, samples: torch.Tensor, new_knots: torch.Tensor, max_error: Optional[float] = None
+) -> GridRefit:
+    """Install ``new_knots`` in ``layer`` and refit its control points to the old edge functions on ``samples``.
+
+    Args:
+        layer: a B-spline KAN layer (modified in place).
+        samples: ``(M, C)`` fit points per input channel (see :func:`channel_samples`).
+        new_knots: ``(C, G' + 2k + 1)`` knots, non-decreasing per channel.
+        max_error: leave the layer unchanged when the relative change of the edge functions on ``samples``
+            would exceed this (``None``: always apply).
+
+    Returns:
+        A :class:`GridRefit`. When the number of knots is unchanged, ``spline_weight`` is updated in place and
+        keeps its identity; otherwise it is replaced.
+    """
+    k = layer.spline_order
+    if new_knots.dim() != 2 or new_knots.shape[0] != layer.in_channels or new_knots.shape[1] < 2 * k + 2:
+        raise ValueError(
+            f"`new_knots` must have shape ({layer.in_channels}, G + {2 * k + 1}) with G >= 1, got {list(new_knots.shape)}."
+        )
+    dtype, device = layer.knots.dtype, layer.knots.device
+    new_knots = new_knots.to(device=device, dtype=dtype)  # fit against the knots exactly as they will be stored
+    g_new, cross, g_old, a_old, a_sq = _grams(layer, samples.to(device), new_knots)
+    # tiny ridge: a basis function without samples under it gets a zero control point instead of a singular solve
+    ridge = 1e-10 * g_new.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)
+    eye = torch.eye(g_new.shape[-1], dtype=g_new.dtype, device=device)
+    t = torch.linalg.solve(g_new + ridge[:, None, None] * eye, cross)  # (C, n_new, n_old)
+    # error of the effective functions: scaler applied, so large edges weigh as much as they contribute
+    c = _edge_major(layer.coefficients().double(), layer.groups)  # (C, n_old, E)
+    tc = t @ c
+    spline_sq = (c * (g_old @ c)).sum()
+    resid = spline_sq - 2 * (tc * (cross @ c)).sum() + (tc * (g_new @ tc)).sum()
+    norm = spline_sq
+    if layer.base_weight is not None:  # the whole edge function w * act(x) + S(x): its spline part changes
+        wb = _edge_major(layer.base_weight.double().unsqueeze(-1), layer.groups)  # (C, 1, E)
+        norm = norm + (wb * wb * a_sq).sum() + 2 * (wb * (a_old @ c)).sum()
+    rel_error = float((resid.clamp_min(0) / norm.clamp_min(1e-300)).sqrt())
+    if max_error is not None and rel_error > max_error:
+        return GridRefit(None, rel_error, False)
+    # the map is linear and per edge, so it applies to spline_weight directly: T (s * w) = s * (T w)
+    w = _edge_major(layer.spline_weight.double(), layer.groups)
+    new_w = _edge_minor(t @ w, layer.spline_weight, layer.groups).to(layer.spline_weight.dtype)
+    replaced = None
+    if new_knots.shape == layer.knots.shape:
+        layer.knots.copy_(new_knots)
+        layer.spline_weight.copy_(new_w)
+    else:
+        replaced = layer.spline_weight
+        layer.knots = new_knots.contiguous()  # a registered buffer: reassignment keeps it in the state dict
+        layer.spline_weight = nn.Parameter(new_w, requires_grad=replaced.requires_grad)
+        layer.grid_size = new_knots.shape[1] - 2 * k - 1
+    layer.uniform_grid = is_uniform_knots(layer.knots)  # the closed-form basis is only valid for uniform knots
+    return GridRefit(replaced, rel_error, True)
+
+
+def update_grid(
+    layer: BSplineKANBase,
+    x: torch.Tensor,
+    grid_eps: float = 0.02,
+    margin: float = 0.01,
+    max_samples: Optional[int] = 65536,
+    max_error: Optional[float] = None,
+) -> GridRefit:
+    """Move the knots of every input channel to the data (quantiles blended with a uniform grid) and refit the
+    control points by least squares so that every edge function keeps its values on ``x``.
+
+    Args:
+        layer: ``KANLinear`` or ``KANConv`` (modified in place; parameters keep their identity and shape).
+        x: a batch of real inputs of the layer, ``(N, C_in, *spatial)`` or ``(..., in_features)``.
+        grid_eps: weight of the uniform grid in the blend (efficient-kan's ``grid_eps``), in ``[0, 1]``.
+        margin: absolute widening of the data range on each side.
+        max_samples: at most this many positions (random subset) place the knots and fit the splines.
+        max_error: skip the update when the edge functions would change by more than this (relative, see
+            :class:`GridRefit`); ``None`` always applies it.
+
+    Returns:
+        A :class:`GridRefit` (``replaced`` is ``None``).
+
+    The refit is exact when the old functions lie in the new spline space on the data (e.g. polynomials of degree
+    ``<= k`` inside the old grid, or an update on the same data as the previous one); otherwise it is the best L2
+    approximation on ``x`` and ``rel_error`` says how far it is (moving knots under a wiggly learned spline
+    cannot be exact). Channels whose values in ``x`` are (nearly) constant keep their knots and functions.
+    """
+    k = layer.spline_order
+    samples = channel_samples(layer, x, max_samples)
+    knots = data_knots(samples, layer.n_basis - k, k, grid_eps, margin)
+    flat = _flat(samples)
+    if bool(flat.any()):  # keep their knots, and fit them over their grid so that their functions stay identical
+        knots[flat] = layer.knots[flat].to(knots)
+        samples = _with_interior_points(samples, layer.knots, k, flat, 16 * layer.n_basis)
+    return refit_layer(layer, samples, knots, max_error)
+
+
+def _flat(samples: torch.Tensor) -> torch.Tensor:
+    """``(C,)`` True for channels whose samples are (nearly) constant: quantiles cannot place a grid there."""
+    s = samples.double()
+    return (s.max(0).values - s.min(0).values) <= 1e-6 * (1.0 + s.abs().max(0).values)
+
+
+def _interior_points(knots: torch.Tensor, k: int, n: int) -> torch.Tensor:
+    """``(n, C)`` points evenly covering each channel's grid interior ``[t_k, t_{G+k}]`` (float64)."""
+    lo, hi = knots[:, k].double(), knots[:, knots.shape[1] - k - 1].double()
+    u = (torch.arange(n, dtype=torch.float64, device=knots.device) + 0.5) / n
+    return lo + u[:, None] * (hi - lo)
+
+
+def _with_interior_points(samples: torch.Tensor, knots: torch.Tensor, k: int, flat: torch.Tensor, n: int):
+    """Samples where the ``flat`` channels are replaced by ``>= n`` points evenly covering their grid interior."""
+    s = samples.double()
+    if s.shape[0] < n:  # repeat rows: equal weights, same least-squares solution for the other channels
+        s = s[torch.arange(n, device=s.device) % s.shape[0]]
+    s = s.clone()
+    s[:, flat] = _interior_points(knots[flat], k, s.shape[0])
+    return s
+
+
+def extend_grid(
+    layer: BSplineKANBase,
+    new_grid_size: int,
+    x: Optional[torch.Tensor] = None,
+    grid_eps: float = 0.02,
+    margin: float = 0.01,
+    max_samples: Optional[int] = 65536,
+    n_fit: int = 64,
+) -> GridRefit:
+    """Grid extension ``G -> G'`` (e.g. 5 -> 10): new knots and a least-squares refit of the control points.
+
+    Args:
+        layer: ``KANLinear`` or ``KANConv`` (modified in place).
+        new_grid_size: new number of grid intervals ``G'`` (>= 1).
+        x: optional batch of real inputs. Given: the knots are placed on the data as in :func:`update_grid` and the
+            functions are preserved on ``x`` (exactly when the old knots are nested in the new ones, e.g. after an
+            update on the same data and ``G'`` a multiple of ``G``). ``None``: the grid interior
+            ``[t_k, t_{G+k}]`` is subdivided (uniform knots stay uniform and keep the fast closed-form basis) and
+            the functions are preserved on the interior, exactly when ``G'`` is a multiple of ``G``; the ``k``
+            outer intervals shrink with the spacing, so inputs there (e.g. the tails of normalised features) see a
+            changed function: prefer passing ``x``.
+        grid_eps, margin, max_samples: as :func:`update_grid` (used when ``x`` is given).
+        n_fit: fit points per new grid interval over the interior, when ``x`` is ``None``.
+
+    Returns:
+        A :class:`GridRefit`; ``replaced`` is the former ``spline_weight`` (``None`` if ``G' == G``). An optimizer
+        that held it must be told, since its state has the old shape:
+        ``replace_optimizer_params(optimizer, {refit.replaced: layer.spline_weight})``, or build a new optimizer.
+    """
+    if not isinstance(new_grid_size, int) or isinstance(new_grid_size, bool) or new_grid_size < 1:
+        raise ValueError(f"`new_grid_size` must be a positive integer, got {new_grid_size!r}.")
+    k = layer.spline_order
+    if x is not None:
+        samples = channel_samples(layer, x, max_samples)
+        knots = data_knots(samples, new_grid_size, k, grid_eps, margin)
+        flat = _flat(samples)
+        if bool(flat.any()):  # constant channels: refine their current grid instead
+            knots[flat] = refined_knots(layer.knots[flat], k, new_grid_size).to(knots)
+            samples = _with_interior_points(samples, layer.knots, k, flat, n_fit * new_grid_size)
+    else:
+        knots = refined_knots(layer.knots, k, new_grid_size)
+        samples = _interior_points(layer.knots, k, n_fit * new_grid_size)
+    return refit_layer(layer, samples, knots)
+
+
+# ---------------------------------------------------------------------------------------------------- networks
+
+
+@torch.no_grad()
+def record_kan_inputs(
+    net: nn.Module, *inputs, forward: Optional[Callable] = None, layers: Optional[Sequence[str]] = None
+) -> Dict[str, torch.Tensor]:
+    """Run ``net`` once (in eval mode) and return the detached input of each B-spline KAN layer, by name.
+
+    Args:
+        net: the network.
+        inputs: arguments of ``net(...)`` (or of ``forward``).
+        forward: callable to run instead of ``net(*inputs)`` (e.g. a sliding-window inferer).
+        layers: restrict to these layer names.
+
+    A layer called several times keeps the concatenation of its inputs along the batch dimension.
+    """
+    seen: Dict[str, List[torch.Tensor]] = {}
+    handles = []
+    for name, layer in kan_layers(net):
+        if layers is not None and name not in layers:
+            continue
+
+        def hook(_mod, args, name=name):
+            seen.setdefault(name, []).append(args[0].detach())
+
+        handles.append(layer.register_forward_pre_hook(hook))
+    was_training = net.training
+    try:
+        net.eval()  # running statistics of norm layers must not move for a bookkeeping pass
+        (forward or net)(*inputs)
+    finally:
+        net.train(was_training)
+        for h in handles:
+            h.remove()
+    return {n: (v[0] if len(v) == 1 else torch.cat(v, 0)) for n, v in seen.items()}
+
+
+class KANInputCapture:
+    """Forward pre-hooks that keep the latest input of every B-spline KAN layer while armed (no extra forward pass).
+
+    Args:
+        net: the network.
+        layers: restrict to these layer names.
+
+    Example::
+
+        capture = KANInputCapture(net)
+        capture.arm()
+        loss = loss_fn(net(x), y)   # the training forward fills capture.inputs
+        capture.disarm()
+        update_network_grids(net, inputs=capture.pop())
+    """
+
+    def __init__(self, net: nn.Module, layers: Optional[Sequence[str]] = None) -> None:
+        self.net, self.layers = net, layers
+        self.inputs: Dict[str, torch.Tensor] = {}
+        self._handles: List = []
+
+    def arm(self) -> None:
+        """Start recording (re-reads the layers, so modules replaced since are seen)."""
+        self.disarm()
+        for name, layer in kan_layers(self.net):
+            if self.layers is None or name in self.layers:
+
+                def hook(_mod, args, name=name):
+                    self.inputs[name] = args[0].detach()
+
+                self._handles.append(layer.register_forward_pre_hook(hook))
+
+    def disarm(self) -> None:
+        """Stop recording (keeps what was recorded)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    @property
+    def armed(self) -> bool:
+        return bool(self._handles)
+
+    def pop(self) -> Dict[str, torch.Tensor]:
+        """The recorded inputs, forgetting them."""
+        out, self.inputs = self.inputs, {}
+        return out
+
+
+def update_network_grids(
+    net: nn.Module,
+    batch=None,
+    inputs: Optional[Mapping[str, torch.Tensor]] = None,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    **kwargs,
+) -> Dict[str, GridRefit]:
+    """:func:`update_grid` for every B-spline KAN layer of ``net``, on the inputs each layer sees for ``batch``.
+
+    Args:
+        net: the network.
+        batch: network input; one forward pass with hooks collects each layer's input. Or give ``inputs``.
+        inputs: precomputed ``{layer name: layer input}`` (e.g. from :func:`record_kan_inputs`).
+        optimizer: if given, the optimizer state (e.g. Adam moments) of every refitted ``spline_weight`` is dropped:
+            it refers to the old basis.
+        kwargs: ``grid_eps``, ``margin``, ``max_samples``, ``max_error`` of :func:`update_grid`.
+
+    Returns:
+        ``{layer name: GridRefit}``. The functions are preserved, so updating all layers from one pass is
+        consistent (each layer's input is unchanged up to the fit error).
+    """
+    if inputs is None:
+        if batch is None:
+            raise ValueError("`batch` or `inputs` must be given.")
+        inputs = record_kan_inputs(net, batch)
+    mods = dict(kan_layers(net))
+    out: Dict[str, GridRefit] = {}
+    for name, x in inputs.items():
+        out[name] = update_grid(mods[name], x, **kwargs)
+        if optimizer is not None and out[name].applied:
+            optimizer.state.pop(mods[name].spline_weight, None)
+    return out
+
+
+def extend_network_grids(
+    net: nn.Module,
+    new_grid_size: int,
+    batch=None,
+    inputs: Optional[Mapping[str, torch.Tensor]] = None,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    **kwargs,
+) -> Dict[str, GridRefit]:
+    """:func:`extend_grid` for every B-spline KAN layer of ``net``.
+
+    Args:
+        net: the network.
+        new_grid_size: new number of intervals ``G'``.
+        batch: network input used to collect each layer's input (or give ``inputs``); with neither, each layer's
+            grid interior is refined without data.
+        inputs: precomputed ``{layer name: layer input}``.
+        optimizer: if given, its param groups are pointed at the new parameters and the old state is dropped
+            (:func:`replace_optimizer_params`). Otherwise build a new optimizer after the extension.
+        kwargs: ``grid_eps``, ``margin``, ``max_samples``, ``n_fit`` of :func:`extend_grid`.
+
+    Returns:
+        ``{layer name: GridRefit}``.
+    """
+    if inputs is None and batch is not None:
+        inputs = record_kan_inputs(net, batch)
+    mods = dict(kan_layers(net))
+    out = {name: extend_grid(m, new_grid_size, None if inputs is None else inputs.get(name), **kwargs)
+           for name, m in mods.items()}
+    if optimizer is not None:
+        replace_optimizer_params(optimizer, {r.replaced: mods[n].spline_weight for n, r in out.items() if r.replaced is not None})
+    return out
+
+
+def replace_optimizer_params(
+    optimizer: torch.optim.Optimizer, replaced: Mapping[nn.Parameter, nn.Parameter]
+) -> torch.optim.Optimizer:
+    """Point ``optimizer``'s param groups at new parameters and drop the state of the old ones.
+
+    Grid extension replaces ``spline_weight`` by a parameter of another shape: the optimizer would otherwise keep
+    stepping the orphaned tensor, and its state (e.g. Adam moments) has the wrong shape. Learning rates, weight
+    decay and every other group option are kept; the new parameters start with fresh state.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer``.
+        replaced: ``{old parameter: new parameter}``, as returned by :func:`extend_network_grids`.
+
+    Returns:
+        ``optimizer`` (modified in place).
+    """
+    if not replaced:
+        return optimizer
+    by_id = {id(old): new for old, new in replaced.items()}
+    for group in optimizer.param_groups:
+        group["params"] = [by_id.get(id(p), p) for p in group["params"]]
+    for old in replaced:
+        optimizer.state.pop(old, None)
+    return optimizer
+
+
+@torch.no_grad()
+def match_kan_grids(net: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> List[str]:
+    """Resize the knots and control points of ``net``'s KAN layers to the shapes in ``state_dict``, so that a
+    checkpoint saved after grid extension loads into a network built with the original ``grid_size``.
+
+    Args:
+        net: the network (modified in place; values are placeholders until ``load_state_dict``).
+        state_dict: the checkpoint's state dict (keys as in ``net.state_dict()``).
+
+    Returns:
+        The names of the resized layers.
+    """
+    resized = []
+    for name, layer in kan_layers(net):
+        key = f"{name}.knots" if name else "knots"
+        if key in state_dict and state_dict[key].shape != layer.knots.shape:
+            knots = state_dict[key]
+            if knots.shape[0] != layer.in_channels:
+                raise ValueError(f"checkpoint knots of layer {name!r} have {knots.shape[0]} channels, "
+                                 f"the network has {layer.in_channels}.")
+            n = knots.shape[1] - layer.spline_order - 1
+            layer.knots = knots.detach().clone().to(layer.knots)
+            layer.spline_weight = nn.Parameter(layer.spline_weight.new_zeros(layer.spline_weight.shape[:-1] + (n,)))
+            layer.grid_size = n - layer.spline_order
+            layer.uniform_grid = is_uniform_knots(layer.knots)
+            resized.append(name)
+    return resized
