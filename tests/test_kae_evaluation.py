@@ -1,0 +1,282 @@
+"""KAE evaluation suite: metrics on inputs with known answers, protocol, report and the benchmark script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from monai_kan.data.synthetic import make_blob_images
+from monai_kan.evaluation import (
+    MODEL_SPECS,
+    PAPER_MODELS,
+    ProtocolConfig,
+    add_gaussian_noise,
+    add_salt_and_pepper_noise,
+    build_model,
+    count_parameters,
+    evaluate_autoencoder,
+    flatten_splits,
+    nearest_neighbor_accuracy,
+    pairwise_sq_distances,
+    paper_value,
+    recall_at_k,
+    reconstruction_mse,
+    render_report,
+    run_protocol,
+    select_configuration,
+    train_autoencoder,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+def test_reconstruction_mse_known_values():
+    assert reconstruction_mse(torch.zeros(4, 3), torch.ones(4, 3)) == pytest.approx(1.0)
+    x = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    assert reconstruction_mse(x, x) == 0.0
+    assert reconstruction_mse(x, x + torch.tensor([[1.0, 0.0], [0.0, 0.0]])) == pytest.approx(0.25)
+    assert reconstruction_mse(x.view(4), x) == 0.0  # only the element count has to agree
+    with pytest.raises(ValueError, match="reconstruction"):
+        reconstruction_mse(torch.zeros(3), torch.zeros(4))
+
+
+def test_pairwise_sq_distances_matches_cdist():
+    a, b = torch.randn(7, 5, dtype=torch.double), torch.randn(4, 5, dtype=torch.double)
+    torch.testing.assert_close(pairwise_sq_distances(a, b), torch.cdist(a, b).square())
+    with pytest.raises(ValueError):
+        pairwise_sq_distances(a, torch.randn(4, 3))
+
+
+def test_recall_identity_and_isometries_are_perfect():
+    x = torch.rand(200, 30)
+    assert recall_at_k(x, x, k=10) == 1.0
+    assert recall_at_k(x, x, k=10, exclude_self=True) == 1.0
+    assert recall_at_k(x, 3.0 * x[:, torch.randperm(30)] + 1.0, k=10) == 1.0  # scaled, permuted, shifted
+
+
+def test_recall_hand_computed():
+    x = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
+    z = torch.tensor([[0.0], [10.0], [1.0], [11.0]])  # pairs swapped: every neighbour list loses its partner
+    assert recall_at_k(x, z, k=2) == pytest.approx(0.5)  # self found, partner not
+    assert recall_at_k(x, z, k=1, exclude_self=True) == 0.0
+    assert recall_at_k(x, z, k=2, n_retrieved=4) == 1.0  # retrieving everything finds everything
+
+
+def test_recall_of_unrelated_codes_is_low_and_args_checked():
+    gen = torch.Generator().manual_seed(0)
+    x, z = torch.rand(300, 20, generator=gen), torch.rand(300, 4, generator=gen)
+    assert recall_at_k(x, z, k=10, exclude_self=True) < 0.15  # chance is about 10 / 299
+    with pytest.raises(ValueError, match="k"):
+        recall_at_k(x, z, k=0)
+    with pytest.raises(ValueError, match="samples"):
+        recall_at_k(x, z[:10])
+
+
+def test_nearest_neighbor_separable_clusters_is_perfect():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    labels = torch.arange(4).repeat_interleave(25)
+    ref = centres[labels] + 0.5 * torch.randn(100, 2, generator=gen)
+    query = centres[labels] + 0.5 * torch.randn(100, 2, generator=gen)
+    assert nearest_neighbor_accuracy(ref, labels, query, labels, chunk_size=7) == 1.0
+    assert nearest_neighbor_accuracy(ref, labels, query, (labels + 1) % 4) == 0.0
+    with pytest.raises(ValueError):
+        nearest_neighbor_accuracy(ref, labels[:5], query, labels)
+
+
+def test_gaussian_noise():
+    x = torch.full((200, 500), 0.5)
+    assert torch.equal(add_gaussian_noise(x, 0.0), x)
+    noisy = add_gaussian_noise(x, 0.1, torch.Generator().manual_seed(0))
+    assert (noisy - x).std().item() == pytest.approx(0.1, rel=0.02)
+    assert abs((noisy - x).mean().item()) < 1e-3
+    with pytest.raises(ValueError, match="std"):
+        add_gaussian_noise(x, -1.0)
+
+
+def test_salt_and_pepper_noise():
+    x = torch.full((200, 500), 0.5)
+    assert torch.equal(add_salt_and_pepper_noise(x, 0.0), x)
+    noisy = add_salt_and_pepper_noise(x, 0.05, torch.Generator().manual_seed(0))
+    assert (noisy == 0).float().mean().item() == pytest.approx(0.05, abs=0.003)
+    assert (noisy == 1).float().mean().item() == pytest.approx(0.05, abs=0.003)
+    assert set(noisy.unique().tolist()) == {0.0, 0.5, 1.0}
+    # denoising score of a perfect identity against the clean image: 0.25 per changed pixel, 10% changed
+    assert reconstruction_mse(noisy, x) == pytest.approx(0.025, abs=0.002)
+    with pytest.raises(ValueError, match="prob"):
+        add_salt_and_pepper_noise(x, 0.7)
+
+
+# ---------------------------------------------------------------------------------------------------- models
+def test_model_specs_and_parameter_counts():
+    assert PAPER_MODELS == ["ae", "kan", "fourierkan", "wavkan", "kae1", "kae2", "kae3"]
+    expected = {  # 784-16-784, as in the paper's Fig. 4 where it gives them
+        "ae": 784 * 16 + 16 + 16 * 784 + 784,
+        "kan": 2 * 784 * 16 * (1 + 8 + 1),  # base weight, 8 spline coefficients, spline scaler
+        "fourierkan": 2 * (2 * 784 * 16 * 5) + 16 + 784,
+        "wavkan": 2 * (3 * 784 * 16) + 2 * (16 + 784),  # scale, translation, weight; batch-norm affine
+        "kae3": 2 * 3 * 784 * 16 + 16 + 784,
+    }
+    for key, count in expected.items():
+        assert count_parameters(build_model(key, 784, 16, MODEL_SPECS[key].grid[0])) == count, key
+    mlp = build_model("mlp", 784, 16, {"lr": 1e-3, "weight_decay": 0.0, "hidden": 64})
+    assert mlp.hidden_dims == (64,)
+    assert mlp(torch.rand(3, 784)).shape == (3, 784)
+    with pytest.raises(ValueError, match="key"):
+        build_model("vae", 784, 16, {})
+
+
+def test_paper_values():
+    assert paper_value("recon_mse", "kae3", "mnist", 16) == 0.024
+    assert paper_value("knn_acc", "ae", "fashion-mnist", 32) == 0.781
+    assert paper_value("sp", "wavkan", "mnist", 32) == 0.199
+    assert paper_value("recon_mse", "mlp", "mnist", 16) is None
+    assert paper_value("recon_mse", "ae", "synthetic", 16) is None
+    assert paper_value("recon_mse", "ae", "mnist", 8) is None
+
+
+# ---------------------------------------------------------------------------------------------------- protocol
+@pytest.fixture(scope="module")
+def tiny():
+    return make_blob_images(n_train=300, n_test=120, seed=1)
+
+
+def test_training_reduces_loss(tiny):
+    data = flatten_splits(tiny)
+    torch.manual_seed(0)
+    model = build_model("kae2", 784, 8, {})
+    history = train_autoencoder(model, data.x_train, 1e-3, 0.0, epochs=4, batch_size=64)
+    assert len(history) == 4 and history[-1] < history[0]
+    assert not model.training  # left in eval mode
+
+
+def test_evaluate_returns_every_metric(tiny):
+    data = flatten_splits(tiny)
+    torch.manual_seed(0)
+    model = build_model("ae", 784, 8, {})
+    cfg = ProtocolConfig(recall_samples=50, eval_batch_size=64)
+    metrics = evaluate_autoencoder(model, data, cfg, seed=2024)
+    assert set(metrics) == {"recon_mse", "recall", "knn_acc", "gauss_clean", "gauss_noisy", "sp_clean", "sp_noisy"}
+    assert 0.0 <= metrics["recall"] <= 1.0 and 0.0 <= metrics["knn_acc"] <= 1.0
+    assert metrics == evaluate_autoencoder(model, data, cfg, seed=2024)  # seeded: repeatable
+
+
+def test_selection_picks_lowest_validation_loss(tiny):
+    data = flatten_splits(tiny)
+    cfg = ProtocolConfig(epochs=1, batch_size=64, seeds=(2024,))
+    chosen, records, seconds = select_configuration("kae1", data, 8, cfg, log=lambda m: None)
+    assert len(records) == 4 and seconds >= 0
+    assert chosen == min(records, key=lambda r: r["val_mse"])["config"]
+    fixed = select_configuration("kae1", data, 8, ProtocolConfig(selection="fixed"), log=lambda m: None)
+    assert fixed == ({"lr": 1e-4, "weight_decay": 1e-4}, [], 0.0)
+    with pytest.raises(ValueError, match="selection"):
+        ProtocolConfig(selection="test")
+
+
+def test_run_protocol_resumes_and_reports(tiny):
+    cfg = ProtocolConfig(epochs=1, batch_size=64, seeds=(2024, 2025), recall_samples=40)
+    updates = []
+    results = run_protocol({"synthetic": tiny}, ["ae", "kae1"], [4], cfg, log=lambda m: None,
+                           on_update=lambda r: updates.append(1))
+    cell = results["cells"]["synthetic/4/ae"]
+    assert set(cell["runs"]) == {"2024", "2025"} and cell["params"] > 0 and "selected" in cell
+    n_updates = len(updates)
+    again = run_protocol({"synthetic": tiny}, ["ae", "kae1"], [4], cfg, log=lambda m: None, results=results,
+                         on_update=lambda r: updates.append(1))
+    assert len(updates) == n_updates  # nothing left to run
+    assert again is results
+    meta = {"command": "test", "started": "now", "wall_time": 1.0, "threads": 1, "torch": torch.__version__,
+            "cpu_count": 2, "protocol": cfg.as_dict(), "fused": False, "quick": True}
+    text = render_report(results, meta)
+    for needle in ("Table 2", "Table 3", "Table 4", "Table 5-I", "Table 5-II", "Table 5b", "KAE (p=1)", "±",
+                   "CIFAR-10", "Hyper-parameter selection", "one-seed protocol"):
+        assert needle in text, needle
+    with pytest.raises(ValueError, match="models"):
+        run_protocol({"synthetic": tiny}, ["bogus"], [4], cfg)
+
+
+def test_worker_entry_points_match_serial(tiny):
+    """The code a worker process runs, called in this process (spawning workers costs tens of seconds)."""
+    import time
+
+    from monai_kan.evaluation import protocol
+    from monai_kan.layers.fused import fused_kernels_enabled, set_fused_kernels
+
+    cfg = ProtocolConfig(epochs=1, batch_size=64, seeds=(2024,), recall_samples=40)
+    serial = run_protocol({"synthetic": tiny}, ["kae1"], [2], cfg, log=lambda m: None)
+    threads, fused = torch.get_num_threads(), fused_kernels_enabled()
+    try:
+        protocol._worker_init({"synthetic": flatten_splits(tiny)}, cfg, 1, False, time.time())
+        name, cell = protocol._worker_run(("synthetic/2/kae1", {"runs": {}}))
+    finally:
+        torch.set_num_threads(threads)
+        set_fused_kernels(fused)
+    assert name == "synthetic/2/kae1"
+    assert cell["selected"] == serial["cells"][name]["selected"]
+    assert cell["runs"]["2024"]["recon_mse"] == pytest.approx(serial["cells"][name]["runs"]["2024"]["recon_mse"])
+    with pytest.raises(ValueError, match="workers"):
+        run_protocol({"synthetic": tiny}, ["ae"], [2], cfg, workers=0)
+
+
+def test_report_puts_paper_values_beside_ours():
+    runs = {"2024": {"recon_mse": 0.03, "recall": 0.5, "knn_acc": 0.9, "gauss_clean": 0.04, "gauss_noisy": 0.05,
+                     "sp_clean": 0.06, "sp_noisy": 0.07, "train_time": 1.0, "eval_time": 0.5}}
+    results = {"cells": {f"mnist/16/{k}": {"runs": runs, "params": 10, "selected": {"lr": 1e-4, "weight_decay": 1e-5},
+                                           "selection": [], "selection_time": 2.0} for k in ("ae", "kae3")},
+               "dataset_sources": {"mnist": {"source": "x", "n_train": 8, "n_test": 2, "n_features": 784}}}
+    meta = {"command": "c", "started": "s", "wall_time": 60.0, "threads": 1, "torch": "t", "cpu_count": 2,
+            "protocol": ProtocolConfig().as_dict(), "fused": True, "quick": False}
+    text = render_report(results, meta)
+    assert "| AE | 0.0300 ± 0.0000 | 0.056 |" in text
+    assert "| KAE (p=3) | 0.0300 ± 0.0000 | 0.024 |" in text
+
+
+# ---------------------------------------------------------------------------------------------------- script
+def _load_script():
+    spec = importlib.util.spec_from_file_location("kae_benchmark", ROOT / "scripts" / "kae_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_benchmark_quick_end_to_end(tmp_path, capsys):
+    script = _load_script()
+    out, raw = tmp_path / "results.md", tmp_path / "results.json"
+    rc = script.main(["--quick", "--datasets", "synthetic", "--latent-dims", "4", "--max-train", "300",
+                      "--max-test", "100", "--threads", "1", "--no-fused", "--output", str(out), "--json", str(raw)])
+    assert rc == 0
+    text = out.read_text()
+    for spec in MODEL_SPECS.values():
+        assert f"| {spec.label} |" in text, spec.label
+    assert "Quick mode" in text and "wall time of the whole run" in text
+    saved = json.loads(raw.read_text())
+    assert len(saved["results"]["cells"]) == len(MODEL_SPECS) and "meta" in saved
+    assert "[synthetic/4/wavkan]" in capsys.readouterr().out  # progress output
+    out.unlink()
+    assert script.main(["--report-only", "--json", str(raw), "--output", str(out)]) == 0
+    assert out.read_text() == text
+    # resuming a finished run trains nothing and lists both invocations
+    args = ["--quick", "--datasets", "synthetic", "--latent-dims", "4", "--max-train", "300", "--max-test", "100",
+            "--threads", "1", "--no-fused", "--output", str(out), "--json", str(raw), "--resume"]
+    assert script.main(args) == 0
+    assert "select" not in capsys.readouterr().out
+    assert "its 2 invocations" in out.read_text()
+    assert script.main(args[:-1] + ["--epochs", "1"] + ["--resume"]) == 2  # other settings: refused
+
+
+def test_benchmark_reports_missing_data(tmp_path, monkeypatch, capsys):
+    script = _load_script()
+    import monai_kan.data.mnist as mnist
+
+    monkeypatch.setattr(mnist, "FASHION_MNIST_DIRS", (str(tmp_path / "nowhere"),))
+    monkeypatch.delenv("MONAI_KAN_FASHION_MNIST_DIR", raising=False)
+    rc = script.main(["--datasets", "fashion-mnist", "--output", str(tmp_path / "r.md")])
+    assert rc == 1
+    assert "apt-get install -y dataset-fashion-mnist" in capsys.readouterr().err
+    assert not (tmp_path / "r.md").exists()
