@@ -17,7 +17,7 @@ from .layers.grid import (
 )
 from .layers.pruning import PrunedKAN, prune_kan
 from .losses import KANRegularization, KANRegularizedLoss
-from .networks import KAE, KMUNet, KMUnet
+from .networks import KAE, KMUNet, KMUnet, PatchKAE
 
 __version__ = "0.1.0"
 
@@ -32,6 +32,7 @@ __all__ = [
     "KMUnet",
     "KANRegularization",
     "KANRegularizedLoss",
+    "PatchKAE",
     "PrunedKAN",
     "bspline_basis",
     "extend_grid",
