@@ -31,12 +31,22 @@ def test_short_names_resolve(name):
 
 
 def test_no_public_name_collides_with_monai():
+    import importlib
+    import pkgutil
+
     import monai.apps, monai.bundle, monai.data, monai.engines, monai.handlers, monai.inferers  # noqa: E401
     import monai.losses, monai.metrics, monai.networks.blocks, monai.networks.layers, monai.networks.nets  # noqa
     import monai.transforms, monai.utils  # noqa: E401
 
+    ours = set()
+    for info in pkgutil.walk_packages(monai_kan.__path__, "monai_kan."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        ours |= {n for n in getattr(module, "__all__", []) if inspect.isclass(getattr(module, n, None))
+                 or inspect.isfunction(getattr(module, n, None))}
+    assert {"KMUNet", "KAE", "PatchKAE", "KANConv"} <= ours
     locator = ComponentLocator()
-    ours = {n for n, obj in vars(monai_kan).items() if inspect.isclass(obj) or inspect.isfunction(obj)}
     for name in sorted(ours):
         found = locator.get_component_module_name(name)
         modules = found if isinstance(found, list) else [found]
