@@ -12,6 +12,7 @@ from ignite.engine import Engine, Events
 
 from monai_kan.handlers import (
     BestModelSaver,
+    as_bool,
     ProgressBar,
     TrainedModelLoader,
     TrainingResumer,
@@ -243,3 +244,12 @@ def test_final_validation_covers_the_last_epochs():
         assert runs == expected
     with pytest.raises(ValueError, match="interval"):
         FinalValidation(_Validator(), interval=0)
+
+
+def test_as_bool_reads_command_line_flags():
+    assert as_bool("true") and as_bool("True") and as_bool(True) and as_bool(1) and as_bool("yes")
+    assert not as_bool("false") and not as_bool("False") and not as_bool(False) and not as_bool("0")
+    with pytest.raises(ValueError, match="`resume` must be true or false, got 'maybe'"):
+        as_bool("maybe", "resume")
+    check_fresh_run("/nonexistent", resume="false", overwrite="false")
+    assert ProgressBar(enabled="false").enabled is False

@@ -13,7 +13,31 @@ import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence
 
-__all__ = ["check_output_dir", "choose", "find_bundle_root"]
+__all__ = ["as_bool", "check_output_dir", "choose", "find_bundle_root"]
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0", "none", "")
+
+
+def as_bool(value: Any, name: str = "value") -> bool:
+    """A flag from a config or the command line: ``python -m monai.bundle run --resume true`` passes the *string*
+    ``"true"`` (only ``True``/``False`` are parsed as booleans), and ``bool("false")`` would be True.
+
+    Args:
+        value: bool, number or one of ``true/false, yes/no, on/off, 1/0`` (any case).
+        name: the flag's name, for the error message.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"`{name}` must be true or false, got {value!r}.")
 
 
 def _root_of_config(path: Any) -> Optional[str]:
@@ -103,7 +127,7 @@ def check_output_dir(output_dir: str, overwrite: bool = False) -> str:
     Raises:
         FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.
     """
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not as_bool(overwrite, "overwrite"):
         shown = sorted(os.listdir(output_dir))[:5]
         raise FileExistsError(
             f"{output_dir} already holds outputs of an earlier run ({shown}...): pass `--overwrite true` to replace "

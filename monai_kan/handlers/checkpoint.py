@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 from monai.utils import IgniteInfo, is_scalar, min_version, optional_import
 
+from monai_kan.handlers.bundle_utils import as_bool
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = [
@@ -241,7 +243,7 @@ class TrainingResumer:
     ) -> None:
         self.load_path = load_path
         self.load_dict = dict(load_dict)
-        self.enabled = bool(enabled)
+        self.enabled = as_bool(enabled, "resume")
         self.map_location = map_location
         self.strict = strict
         self.engine_key = engine_key
@@ -367,6 +369,7 @@ def check_fresh_run(
         FileExistsError: earlier checkpoints and neither ``resume`` nor ``overwrite``.
         ValueError: both ``resume`` and ``overwrite``.
     """
+    resume, overwrite = as_bool(resume, "resume"), as_bool(overwrite, "overwrite")
     if resume and overwrite:
         raise ValueError("`resume` and `overwrite` exclude each other: resume continues the earlier run, overwrite "
                          "starts a new one over it.")

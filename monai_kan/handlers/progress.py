@@ -6,6 +6,8 @@ from typing import Any
 
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_kan.handlers.bundle_utils import as_bool
+
 IgniteProgressBar, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ProgressBar")
 
 __all__ = ["ProgressBar"]
@@ -31,7 +33,7 @@ class ProgressBar:
     """
 
     def __init__(self, enabled: bool = True, persist: bool = False, desc: str = "") -> None:
-        self.enabled = bool(enabled)
+        self.enabled = as_bool(enabled, "progress_bar")
         self.persist = persist
         self.desc = desc
 
