@@ -7,6 +7,8 @@
 from .basis import bspline_basis, make_knots, power_basis, uniform_bspline_basis
 from .blocks import KANConvBlock, KANResidualUnit
 from .layers import KAELayer, KANConv, KANLinear, fused_kernels_enabled, set_fused_kernels
+from .layers.fourier_kan import FourierKANLinear
+from .layers.wavelet_kan import WaveletKANLinear
 from .layers.grid import (
     extend_grid,
     extend_network_grids,
@@ -18,10 +20,12 @@ from .layers.grid import (
 from .layers.pruning import PrunedKAN, prune_kan
 from .losses import KANRegularization, KANRegularizedLoss
 from .networks import KAE, KMUNet, KMUnet, PatchKAE
+from . import evaluation  # noqa: E402  registers the "fourierkan" and "wavkan" KAE layer types
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FourierKANLinear",
     "KAE",
     "KAELayer",
     "KANConv",
@@ -33,6 +37,7 @@ __all__ = [
     "KANRegularization",
     "KANRegularizedLoss",
     "PatchKAE",
+    "WaveletKANLinear",
     "PrunedKAN",
     "bspline_basis",
     "extend_grid",
