@@ -24,6 +24,7 @@ import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
 from monai_kan.data import denoising_data as dd
+from helpers import error_chain
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "kae_denoising"
@@ -36,15 +37,6 @@ TRAIN = {**DATA, "num_val": 2, "roi_size": [32, 32], "num_samples": 2, "batch_si
 
 def cfg(name: str) -> str:
     return str(BUNDLE / "configs" / f"{name}.json")
-
-
-def error_chain(exc: BaseException) -> str:
-    """Messages of an exception and its causes (config expressions wrap errors in RuntimeError)."""
-    parts = []
-    while exc is not None:
-        parts.append(f"{type(exc).__name__}: {exc}")
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(parts)
 
 
 def workflow(config: str, workflow_type: str, **override) -> ConfigWorkflow:

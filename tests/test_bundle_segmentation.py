@@ -22,6 +22,7 @@ import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
 from monai_kan.data.phantoms import write_phantom_dataset
+from helpers import error_chain
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = {
@@ -64,15 +65,6 @@ def train_overrides(dims: int, dataset_dir: Path, out: Path, epochs: int = 1, **
         "num_samples": 1,
         **extra,
     }
-
-
-def error_chain(exc: BaseException) -> str:
-    """All messages of an exception and its causes (config expressions wrap errors in RuntimeError)."""
-    parts = []
-    while exc is not None:
-        parts.append(f"{type(exc).__name__}: {exc}")
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(parts)
 
 
 def run_workflow(config_file, workflow_type: str, **override) -> ConfigWorkflow:
