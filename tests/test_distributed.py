@@ -19,11 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is needed")
-def test_two_process_cpu_training(tmp_path):
+@pytest.mark.parametrize("overlays", [("multi_gpu_train",), ("kan_tools", "multi_gpu_train")],
+                         ids=["multi_gpu", "kan_tools+multi_gpu"])
+def test_two_process_cpu_training(tmp_path, overlays):
     data = tmp_path / "data"
     write_phantom_dataset(str(data), 2, num_train=4, num_test=1, shape_range=[40, 48], spacing=3.0)
     bundle = REPO / "bundles" / "kmunet_2d_segmentation"
-    configs = [str(bundle / "configs" / "train.json"), str(bundle / "configs" / "multi_gpu_train.json")]
+    configs = [str(bundle / "configs" / f"{name}.json") for name in ("train", *overlays)]
     overrides = {
         "dataset_dir": str(data), "ckpt_dir": str(tmp_path / "models"), "log_dir": str(tmp_path / "runs"),
         "epochs": 2, "val_interval": 1, "num_val": 2, "num_workers": 0, "batch_size": 1, "num_samples": 1,
@@ -43,3 +45,7 @@ def test_two_process_cpu_training(tmp_path):
     # 2 training cases split over 2 ranks at batch size 1: one iteration per epoch and rank
     assert last["trainer"]["epoch_length"] == 1 and last["trainer"]["iteration"] == 2
     assert "Epoch[2] Metrics" in res.stdout  # rank 0 logs validation
+    # TensorBoard is written by rank 0 only (handlers disabled per rank by "_disabled_": "@is_not_rank0"): the event
+    # files are named events.out.tfevents.<time>.<host>.<pid>.<n>
+    events = list((tmp_path / "runs").glob("events.out.tfevents.*"))
+    assert events and len({e.name.rsplit(".", 2)[1] for e in events}) == 1, [e.name for e in events]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -25,6 +27,7 @@ from monai_kan.handlers import (
     load_trained_model,
     per_class_metrics,
 )
+from monai_kan.handlers.checkpoint import load_network_state
 
 
 class _Unpicklable:
@@ -177,6 +180,150 @@ def test_load_trained_model(tmp_path):
         engine.run([0], max_epochs=1)
 
 
+def _net(out: int = 4) -> nn.Module:
+    return nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, out))
+
+
+def _wrap(net: nn.Module, wrapper: str) -> nn.Module:
+    if wrapper == "dp":
+        return nn.DataParallel(net)
+    if wrapper == "dp_dp":
+        return nn.DataParallel(nn.DataParallel(net))
+    if wrapper == "ddp":
+        return nn.parallel.DistributedDataParallel(net)
+    return net
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    """A one-process gloo group, for wrapping CPU modules in DistributedDataParallel."""
+    dist = torch.distributed
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is needed")
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialized in this process")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("saved_from", ["plain", "dp", "dp_dp", "ddp"])
+@pytest.mark.parametrize("loaded_into", ["plain", "dp", "ddp"])
+def test_load_trained_model_accepts_wrapped_networks(saved_from, loaded_into, tmp_path, request):
+    if "ddp" in (saved_from, loaded_into):
+        request.getfixturevalue("process_group")
+    torch.manual_seed(0)
+    src = _net()
+    torch.save(_wrap(src, saved_from).state_dict(), tmp_path / "model.pt")
+    if saved_from != "plain":
+        assert all(k.startswith("module.") for k in torch.load(tmp_path / "model.pt", weights_only=True))
+    dst = _net()
+    wrapped = _wrap(dst, loaded_into)
+    assert load_trained_model(wrapped, str(tmp_path / "model.pt")) is wrapped
+    for a, b in zip(src.state_dict().values(), dst.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    # the handler form and a training checkpoint ({"network": state_dict}) take the same way
+    torch.save({"network": _wrap(src, saved_from).state_dict()}, tmp_path / "last.pt")
+    dst = _net()
+    engine = Engine(lambda e, b: None)
+    TrainedModelLoader(str(tmp_path / "last.pt"), _wrap(dst, loaded_into)).attach(engine)
+    engine.run([0], max_epochs=1)
+    torch.testing.assert_close(dst[2].weight, src[2].weight)
+
+
+def test_resume_accepts_a_data_parallel_checkpoint(tmp_path):
+    src = _net()
+    opt = torch.optim.SGD(src.parameters(), lr=0.1)
+    engine = Engine(lambda e, b: None)
+    engine.run([0], max_epochs=1)
+    torch.save({"network": nn.DataParallel(src).state_dict(), "optimizer": opt.state_dict(),
+                "trainer": engine.state_dict()}, tmp_path / "checkpoint_last.pt")
+    dst = _net()
+    trainer = Engine(lambda e, b: None)
+    TrainingResumer(str(tmp_path / "checkpoint_last.pt"),
+                    {"network": nn.DataParallel(dst), "optimizer": torch.optim.SGD(dst.parameters(), lr=0.1)}
+                    ).attach(trainer)
+    trainer.run([0], max_epochs=2)
+    assert trainer.state.epoch == 2
+    torch.testing.assert_close(dst[0].weight, src[0].weight)
+
+
+def _snapshot(net: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _assert_unchanged(net: nn.Module, before: dict) -> None:
+    after = net.state_dict()
+    assert list(after) == list(before)
+    for k, v in before.items():
+        assert after[k].shape == v.shape and torch.equal(after[k], v), k
+
+
+def test_failed_load_changes_nothing(tmp_path):
+    torch.manual_seed(0)
+    torch.save(nn.DataParallel(_net(out=4)).state_dict(), tmp_path / "model.pt")
+    net = _net(out=5)  # first layer fits, last does not: torch would copy the first before raising
+    before = _snapshot(net)
+    with pytest.raises(ValueError) as err:
+        load_trained_model(nn.DataParallel(net), str(tmp_path / "model.pt"))
+    msg = str(err.value)
+    assert "does not fit the configured network" in msg and "nothing was loaded" in msg
+    assert "'2.weight': [4, 3] vs [5, 3]" in msg and "'2.bias': [4] vs [5]" in msg  # checkpoint vs network
+    assert "'0.weight'" not in msg
+    _assert_unchanged(net, before)
+
+    # strict: keys missing from the checkpoint or unknown to the network
+    state = _net().state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    del state["0.bias"]
+    net = _net()
+    before = _snapshot(net)
+    with pytest.raises(ValueError, match=r"missing in the checkpoint: '0.bias'; not in the network: 'extra.weight'"):
+        load_network_state(net, state, source="the test state")
+    _assert_unchanged(net, before)
+    load_network_state(net, state, strict=False)  # non-strict: the common keys are loaded
+    torch.testing.assert_close(net[2].weight, state["2.weight"])
+    with pytest.raises(ValueError, match=r"'2.weight': \[5, 3\] vs \[4, 3\]"):  # shapes must fit even then
+        load_network_state(net, _net(out=5).state_dict(), strict=False)
+
+
+def test_failed_resume_changes_nothing(tmp_path):
+    src = _net(out=5)
+    torch.save({"network": src.state_dict(), "optimizer": torch.optim.SGD(src.parameters(), lr=0.5).state_dict(),
+                "trainer": {"epoch_length": 1, "max_epochs": 3, "iteration": 3}}, tmp_path / "checkpoint_last.pt")
+    net = _net(out=4)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    before = _snapshot(net)
+    trainer = Engine(lambda e, b: None)
+    TrainingResumer(str(tmp_path / "checkpoint_last.pt"), {"network": net, "optimizer": opt}).attach(trainer)
+    with pytest.raises(ValueError, match=r"checkpoint_last.pt \('network'\) does not fit .* '2.bias': \[5\] vs \[4\]"):
+        trainer.run([0], max_epochs=4)
+    _assert_unchanged(net, before)
+    assert opt.param_groups[0]["lr"] == 0.1  # nothing else restored either
+
+
+def test_grid_extended_checkpoint_still_loads(tmp_path):
+    """Shapes a module's own loading code adopts (KAN grid extension) are not refused by the checks."""
+    from monai_kan.layers import KANLinear
+    from monai_kan.layers.grid import extend_network_grids
+
+    torch.manual_seed(0)
+    src = nn.Sequential(KANLinear(3, 4, grid_size=5), KANLinear(4, 2, grid_size=5))
+    extend_network_grids(src, 8)
+    torch.save(nn.DataParallel(src).state_dict(), tmp_path / "model.pt")
+    dst = nn.Sequential(KANLinear(3, 4, grid_size=5), KANLinear(4, 2, grid_size=5))
+    load_trained_model(dst, str(tmp_path / "model.pt"))
+    x = torch.rand(6, 3) * 2 - 1
+    torch.testing.assert_close(dst(x), src(x))
+    bad = nn.Sequential(KANLinear(3, 4, grid_size=5), KANLinear(4, 3, grid_size=5))
+    before = _snapshot(bad)
+    with pytest.raises(ValueError, match=r"'1.base_weight': \[2, 4\] vs \[3, 4\]"):
+        load_trained_model(bad, str(tmp_path / "model.pt"))
+    _assert_unchanged(bad, before)
+
+
 def test_check_fresh_run_and_output_dir(tmp_path):
     check_fresh_run(str(tmp_path))
     (tmp_path / "model.pt").write_bytes(b"x")
@@ -253,3 +400,13 @@ def test_as_bool_reads_command_line_flags():
         as_bool("maybe", "resume")
     check_fresh_run("/nonexistent", resume="false", overwrite="false")
     assert ProgressBar(enabled="false").enabled is False
+    assert as_bool("  FALSE ") is False and as_bool("y") is True and as_bool(np.bool_(True)) is True
+    for bad in ("maybe", "", None, 2, "on"):
+        with pytest.raises(ValueError, match=f"`amp` must be true or false, got {re.escape(repr(bad))}"):
+            as_bool(bad, "amp")
+
+
+def test_check_output_dir_rejects_a_bad_flag_even_when_empty(tmp_path):
+    with pytest.raises(ValueError, match="`overwrite` must be true or false, got 'maybe'"):
+        check_output_dir(str(tmp_path / "new"), overwrite="maybe")
+    assert not (tmp_path / "new").exists()

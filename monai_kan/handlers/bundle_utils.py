@@ -13,31 +13,44 @@ import sys
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence
 
+import numpy as np
+from monai.utils import str2bool
+
 __all__ = ["as_bool", "check_output_dir", "choose", "find_bundle_root"]
 
 
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0", "none", "")
+_TRUE = ("true", "t", "yes", "y", "1")  # monai.utils.str2bool's spellings, matched case-insensitively
+_FALSE = ("false", "f", "no", "n", "0")
 
 
 def as_bool(value: Any, name: str = "value") -> bool:
-    """A flag from a config or the command line: ``python -m monai.bundle run --resume true`` passes the *string*
-    ``"true"`` (only ``True``/``False`` are parsed as booleans), and ``bool("false")`` would be True.
+    """A boolean flag from a bundle config or the command line.
+
+    ``python -m monai.bundle run --amp false`` passes the *string* ``"false"`` (the command line parser only turns
+    ``True``/``False`` into booleans) and ``bool("false")`` is True, so every boolean config id is read through this
+    function where it is consumed, e.g. ``"amp": "$monai_kan.handlers.as_bool(@amp, 'amp')"``. Strings are parsed by
+    :py:func:`monai.utils.str2bool`; the error names the config id.
 
     Args:
-        value: bool, number or one of ``true/false, yes/no, on/off, 1/0`` (any case).
-        name: the flag's name, for the error message.
+        value: a bool (also numpy), the integers 0 and 1, or one of ``true/false, t/f, yes/no, y/n, 1/0`` in any case.
+        name: the config id (or argument) holding the value, for the error message.
 
     Raises:
-        ValueError: anything else.
+        ValueError: anything else, naming ``name`` and the value.
     """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
+    if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"`{name}` must be true or false, got {value!r}.")
+    if isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        try:
+            return str2bool(value.strip(), raise_exc=True)
+        except ValueError:
+            pass
+    raise ValueError(
+        f"`{name}` must be true or false, got {value!r} (accepted: {', '.join(_TRUE)} or {', '.join(_FALSE)}, in any "
+        f"case, e.g. `--{name} false`)."
+    )
 
 
 def _root_of_config(path: Any) -> Optional[str]:
@@ -119,15 +132,17 @@ def check_output_dir(output_dir: str, overwrite: bool = False) -> str:
 
     Args:
         output_dir: folder the run writes into (created if missing).
-        overwrite: allow a non-empty folder (files of the same name are then replaced).
+        overwrite: allow a non-empty folder (files of the same name are then replaced); read by :func:`as_bool`.
 
     Returns:
         ``output_dir``.
 
     Raises:
         FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.
+        ValueError: ``overwrite`` is not a boolean (see :func:`as_bool`).
     """
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not as_bool(overwrite, "overwrite"):
+    overwrite = as_bool(overwrite, "overwrite")  # checked even when the folder is empty: a typo is an error
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
         shown = sorted(os.listdir(output_dir))[:5]
         raise FileExistsError(
             f"{output_dir} already holds outputs of an earlier run ({shown}...): pass `--overwrite true` to replace "

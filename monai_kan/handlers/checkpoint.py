@@ -21,13 +21,16 @@ Typical bundle wiring (see ``bundles/kmunet_3d_segmentation/configs/train.json``
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
-from typing import Any, Dict, Mapping, Optional, Sequence
+from collections import OrderedDict
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from monai.utils import IgniteInfo, is_scalar, min_version, optional_import
 
 from monai_kan.handlers.bundle_utils import as_bool
@@ -41,6 +44,7 @@ __all__ = [
     "TrainingStateSaver",
     "atomic_save",
     "check_fresh_run",
+    "load_network_state",
     "load_trained_model",
     "unwrap_model",
 ]
@@ -58,6 +62,118 @@ def unwrap_model(network: nn.Module) -> nn.Module:
     """The module inside ``DistributedDataParallel``/``DataParallel`` wrappers (else ``network`` itself)."""
     while isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         network = network.module
+    return network
+
+
+_WRAPPER_PREFIX = "module."  # key prefix of a state dict saved from nn.DataParallel / DistributedDataParallel
+
+
+def _strip_wrapper_prefix(state: Mapping[str, Any], expected: Sequence[str]) -> Mapping[str, Any]:
+    """``state`` without the ``module.`` prefixes of (nested) DataParallel/DDP wrappers: as many levels as make the
+    most keys match ``expected`` (none if stripping matches no more of them). Stripped with PyTorch's
+    ``consume_prefix_in_state_dict_if_present``, on a copy: the caller's mapping is left alone."""
+    wanted, n = set(expected), len(_WRAPPER_PREFIX)
+    keys, depth, best, best_depth = list(state), 0, len(wanted.intersection(state)), 0
+    while keys and all(isinstance(k, str) and k.startswith(_WRAPPER_PREFIX) for k in keys):
+        keys, depth = [k[n:] for k in keys], depth + 1
+        if len(wanted.intersection(keys)) > best:
+            best, best_depth = len(wanted.intersection(keys)), depth
+    if best_depth == 0:
+        return state
+    stripped = OrderedDict(state)
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:  # per-module versions used by some modules' loading code
+        stripped._metadata = copy.copy(metadata)  # type: ignore[attr-defined]
+    for _ in range(best_depth):
+        consume_prefix_in_state_dict_if_present(stripped, _WRAPPER_PREFIX)
+    return stripped
+
+
+def _shape(value: Any) -> Optional[Tuple[int, ...]]:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def _shape_mismatches(own: Mapping[str, Any], state: Mapping[str, Any]) -> Dict[str, Tuple[Any, Any]]:
+    """``{key: (checkpoint shape, network shape)}`` for the tensors present in both with different shapes."""
+    return {
+        k: (_shape(state[k]), _shape(v))
+        for k, v in own.items()
+        if k in state and _shape(v) is not None and _shape(state[k]) is not None and _shape(state[k]) != _shape(v)
+    }
+
+
+def _listed(keys: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(k) for k in list(keys)[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_network_state(
+    network: nn.Module, state: Mapping[str, Any], strict: bool = True, source: str = "the checkpoint"
+) -> nn.Module:
+    """``load_state_dict`` that accepts DataParallel/DDP checkpoints and changes nothing when the state does not fit.
+
+    ``network`` may be wrapped in ``nn.DataParallel``/``DistributedDataParallel`` (the wrapped module is filled, as
+    MONAI's ``monai.networks.utils.get_state_dict`` reads it) and ``state`` may come from a wrapped network (keys
+    prefixed ``module.``, removed as by PyTorch's ``consume_prefix_in_state_dict_if_present``), in any combination.
+
+    PyTorch's ``load_state_dict`` copies every tensor that fits before it raises for the ones that do not; here keys
+    and shapes are checked first, so a failed load leaves the network unchanged. A shape that differs is tried on a
+    copy of the network first, since a module's own loading code may adopt it (a KAN layer takes the grid size of a
+    checkpoint saved after grid extension).
+
+    Args:
+        network: network to fill (wrappers are unwrapped).
+        state: its ``state_dict``, possibly with ``module.`` prefixes.
+        strict: require exactly the network's keys (as in ``load_state_dict``); shapes must always fit.
+        source: what ``state`` is, for the error message (e.g. the checkpoint path).
+
+    Returns:
+        ``network``.
+
+    Raises:
+        ValueError: missing or unexpected keys (``strict``), or tensors whose shapes differ; the message names the
+            keys, with the checkpoint's and the network's shapes. The network is then unchanged.
+    """
+    module = unwrap_model(network)
+    own = module.state_dict()
+    state = _strip_wrapper_prefix(state, list(own))
+    problems: List[str] = []
+    if strict:
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if missing:
+            problems.append(f"missing in the checkpoint: {_listed(missing)}")
+        if unexpected:
+            problems.append(f"not in the network: {_listed(unexpected)}")
+    mismatched = _shape_mismatches(own, state)
+    trial_error = None
+    if mismatched and not problems:
+        try:
+            trial = copy.deepcopy(module)
+        except Exception:  # cannot try on a copy: every differing shape is an error
+            trial = None
+        if trial is not None:
+            try:
+                trial.load_state_dict(state, strict=strict)
+                mismatched = {}
+            except RuntimeError as e:
+                after = trial.state_dict()  # shapes the module's loading code did not adopt
+                mismatched = {k: v for k, v in mismatched.items() if _shape(after.get(k)) != v[0]}
+                trial_error = None if mismatched else e
+            del trial
+    if mismatched:
+        problems.append("shapes differ (checkpoint vs network): " + "; ".join(
+            f"{k!r}: {list(ckpt)} vs {list(net)}" for k, (ckpt, net) in list(mismatched.items())[:10])
+            + (f"; and {len(mismatched) - 10} more" if len(mismatched) > 10 else ""))
+    elif trial_error is not None:
+        problems.append(str(trial_error))
+    if problems:
+        raise ValueError(f"{source} does not fit the configured network (were the network settings changed since "
+                         f"training?), nothing was loaded: " + "; ".join(problems) + ".")
+    try:
+        module.load_state_dict(state, strict=strict)
+    except RuntimeError as e:  # not expected after the checks above
+        raise ValueError(f"{source} does not fit the configured network: {e}") from e
     return network
 
 
@@ -223,13 +339,15 @@ class TrainingResumer:
         enabled: whether to resume. Defaults to True.
         map_location: ``torch.load`` map location. Defaults to ``"cpu"`` (the optimizer moves its state to the
             parameters' device).
-        strict: strict ``load_state_dict`` for modules. Defaults to True.
+        strict: strict ``load_state_dict`` for modules (loaded by :func:`load_network_state`: ``module.`` prefixes
+            of DataParallel/DDP checkpoints are accepted). Defaults to True.
         engine_key: name of the attached engine's state in the file (see :class:`TrainingStateSaver`); ``None``
             leaves the engine's counters alone. Defaults to ``"trainer"``.
 
     Raises:
         FileNotFoundError: resuming was asked for but there is no checkpoint.
         KeyError: the checkpoint lacks one of the requested objects.
+        ValueError: a network's state does not fit (see :func:`load_network_state`); nothing has been loaded then.
     """
 
     def __init__(
@@ -264,13 +382,16 @@ class TrainingResumer:
         if missing:
             raise KeyError(f"{self.load_path} has no {missing} (it holds {sorted(checkpoint)}).")
         max_epochs = engine.state.max_epochs
+        # networks first: they are checked before anything is changed, so a checkpoint that does not fit stops the
+        # run with the optimizer, scheduler and trainer counters untouched
+        modules = {k: v for k, v in self.load_dict.items() if isinstance(v, nn.Module)}
+        for name, obj in modules.items():
+            load_network_state(obj, checkpoint[name], self.strict, f"the checkpoint {self.load_path} ({name!r})")
+        for name, obj in self.load_dict.items():
+            if name not in modules:
+                obj.load_state_dict(checkpoint[name])
         if self.engine_key is not None:
             engine.load_state_dict(checkpoint[self.engine_key])
-        for name, obj in self.load_dict.items():
-            if isinstance(obj, nn.Module):
-                unwrap_model(obj).load_state_dict(checkpoint[name], strict=self.strict)
-            else:
-                obj.load_state_dict(checkpoint[name])
         if engine.state.max_epochs != max_epochs:  # the trainer's state came from the file: keep the new budget
             engine.state.max_epochs = max_epochs
         if engine.state.epoch >= max_epochs:
@@ -286,10 +407,12 @@ def load_trained_model(
     """Load trained weights into ``network``, refusing to go on without them.
 
     Accepts a plain ``state_dict`` (``models/model.pt``) or a dict holding one under ``"model"`` or ``"network"``
-    (e.g. ``checkpoint_last.pt``).
+    (e.g. ``checkpoint_last.pt``), saved from a plain or a DataParallel/DDP-wrapped network (``module.`` key
+    prefixes), into a plain or a wrapped network (see :func:`load_network_state`). A checkpoint that does not fit
+    leaves ``network`` unchanged.
 
     Args:
-        network: network to fill (a DDP wrapper is unwrapped).
+        network: network to fill (a DataParallel/DDP wrapper is unwrapped).
         ckpt_path: checkpoint file.
         map_location: ``torch.load`` map location. Defaults to the device of the network's parameters.
         strict: require exactly the network's keys. Defaults to True.
@@ -299,7 +422,8 @@ def load_trained_model(
 
     Raises:
         FileNotFoundError: no checkpoint (instead of silently predicting with random weights).
-        ValueError: the checkpoint does not fit the network (e.g. other channels or classes).
+        ValueError: the checkpoint does not fit the network (e.g. other channels or classes); the message names the
+            keys and both shapes.
     """
     if not os.path.isfile(ckpt_path):
         raise FileNotFoundError(
@@ -319,11 +443,7 @@ def load_trained_model(
                 break
     if not isinstance(state, Mapping):
         raise ValueError(f"{ckpt_path} does not hold a state_dict (got {type(state).__name__}).")
-    try:
-        module.load_state_dict(state, strict=strict)
-    except RuntimeError as e:
-        raise ValueError(f"the checkpoint {ckpt_path} does not fit the configured network (were the network "
-                         f"settings changed since training?): {e}") from e
+    load_network_state(network, state, strict=strict, source=f"the checkpoint {ckpt_path}")
     logger.info(f"loaded trained weights from {ckpt_path}")
     return network
 
@@ -333,7 +453,7 @@ class TrainedModelLoader:
 
     Args:
         load_path: checkpoint file.
-        network: network to fill.
+        network: network to fill (plain or DataParallel/DDP-wrapped; ``module.`` prefixes in the file are accepted).
         map_location: see :func:`load_trained_model`.
         strict: see :func:`load_trained_model`.
     """
