@@ -9,8 +9,12 @@ import torch
 from monai_kan.basis.bspline import bspline_basis
 from monai_kan.layers import KANConv, KANLinear
 from monai_kan.layers.grid import (
+    EDGE_NORM_FLOOR,
+    _quotas,
+    channel_samples,
     extend_grid,
     extend_network_grids,
+    gather_channel_samples,
     match_kan_grids,
     record_kan_inputs,
     replace_optimizer_params,
@@ -172,6 +176,20 @@ def test_network_update_extend_and_optimizer():
         assert torch.allclose(fresh(x), net(x))
 
 
+def test_input_names_checked_and_wrapper_prefix_accepted():
+    torch.manual_seed(0)
+    net = KMUNet(2, 1, 2, channels=(4, 8), strides=(2,))
+    x = torch.randn(2, 1, 16, 16)
+    inputs = record_kan_inputs(net, x)
+    with pytest.raises(ValueError, match="no B-spline KAN layer"):
+        update_network_grids(net, inputs={**inputs, "nope": x})
+    wrapped = {"module." + n: v for n, v in inputs.items()}  # as recorded on a DistributedDataParallel wrapper
+    a, b = copy.deepcopy(net), copy.deepcopy(net)
+    extend_network_grids(a, 8, inputs=inputs)
+    extend_network_grids(b, 8, inputs=wrapped)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_replace_optimizer_params_keeps_options():
     a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.SGD([{"params": [a], "lr": 0.5}], momentum=0.9)
@@ -207,3 +225,89 @@ def test_scaler_is_kept_out_of_the_refit():
         naive.spline_weight.copy_(naive.coefficients())
     update_grid(naive, x)
     assert _rel(ours(x), y0) < 1e-6 and _rel(naive(x), y0) > 0.1
+
+
+def _edge_values(layer, x):
+    """``(M, out, in)`` values of every edge function of a ``KANLinear`` on the rows of ``x``, evaluated directly."""
+    spline = (bspline_basis(x, layer.knots, layer.spline_order)[:, None] * layer.coefficients()).sum(-1)
+    if layer.base_weight is not None:
+        spline = spline + layer.base_weight * layer.base_activation(x)[:, None]
+    return spline.detach()
+
+
+def _brute_max_edge_error(layer, old_knots, f0, f1, x):
+    """``max_e ||F'_e - F_e|| / ||F_e||_in`` as documented in ``GridRefit``, from the edge values themselves."""
+    inside = ((x > old_knots[:, 0]) & (x < old_knots[:, -1]))[:, None]  # (M, 1, in): where the old spline lives
+    norm_in = (f0 * inside).norm(dim=0)  # (out, in)
+    floor = EDGE_NORM_FLOOR * norm_in.square().mean().sqrt()
+    return (f1 - f0).norm(dim=0) / torch.maximum(norm_in, floor)
+
+
+@pytest.mark.parametrize("act", ["silu", None])
+def test_outlier_is_reported_per_edge_and_blocked(act):
+    """One 1e4 outlier in one channel stretches that channel's grid (its uniform part spans the outlier) and distorts
+    its functions on all other samples. The average ``rel_error`` hides it (with a SiLU base the outlier's
+    ``w * 1e4`` dominates every norm); the worst edge does not, and ``max_error`` refuses the update."""
+    torch.manual_seed(0)
+    layer = KANLinear(4, 3, base_activation=act).double()
+    with torch.no_grad():
+        layer.spline_weight.normal_(std=0.05)
+    x = torch.randn(2000, 4, dtype=torch.float64) * 0.5
+    update_grid(layer, x)  # knots on the clean data: another update on it is exact
+    clean = update_grid(copy.deepcopy(layer), x, max_error=0.02)
+    assert clean.applied and clean.max_edge_error < 1e-6
+    x[7, 2] = 1e4
+    f0, old_knots = _edge_values(layer, x), layer.knots.clone()
+    frozen = copy.deepcopy(layer)
+    refit = update_grid(layer, x)
+    f1 = _edge_values(layer, x)
+    per_edge = _brute_max_edge_error(layer, old_knots, f0, f1, x)
+    assert refit.max_edge_error == pytest.approx(float(per_edge.max()), rel=1e-6)
+    assert refit.rel_error == pytest.approx(_rel(f1, f0), rel=1e-4)
+    assert int(per_edge.max(0).values.argmax()) == 2  # the worst edges read the outlier channel
+    assert per_edge[:, [0, 1, 3]].max() < 1e-3  # the other channels keep their functions
+    assert refit.max_edge_error > 0.05
+    if act == "silu":  # the outlier's base value dominates: the average and a plain per-edge L2 ratio see nothing
+        assert refit.rel_error < 1e-3 and float(((f1 - f0).norm(dim=0) / f0.norm(dim=0)).max()) < 1e-3
+        # the change on all samples but the outlier, relative to the function there: what max_edge_error reports
+        bulk = torch.ones(len(x), dtype=torch.bool)
+        bulk[7] = False
+        on_bulk = (f1 - f0)[bulk].norm(dim=0) / f0[bulk].norm(dim=0)
+        assert refit.max_edge_error == pytest.approx(float(on_bulk.max()), rel=0.05)
+    skipped = update_grid(frozen, x, max_error=0.05)
+    assert not skipped.applied and skipped.max_edge_error == pytest.approx(refit.max_edge_error)
+    assert torch.equal(frozen.knots, old_knots)
+
+
+def test_zero_edges_report_no_error():
+    """A pruned (all-zero) edge has no relative change; an edge ~0 is judged against the floor."""
+    torch.manual_seed(0)
+    layer = KANLinear(3, 2).double()
+    with torch.no_grad():
+        layer.spline_weight.normal_()
+        layer.spline_weight[0, 1] = 0
+        layer.base_weight[0, 1] = 0
+        layer.spline_weight[1, 2] *= 1e-9  # a wiggly, ~0 edge: its own relative change is large, its effect nil
+        layer.base_weight[1, 2] = 0
+    x = torch.randn(500, 3, dtype=torch.float64) * 0.6
+    f0, old_knots = _edge_values(layer, x), layer.knots.clone()
+    refit = update_grid(layer, x)
+    per_edge = _brute_max_edge_error(layer, old_knots, f0, _edge_values(layer, x), x)
+    assert per_edge[0, 1] == 0 and per_edge[1, 2] < 1e-6
+    f0_12, f1_12 = f0[:, 1, 2], _edge_values(layer, x)[:, 1, 2]
+    assert (f1_12 - f0_12).norm() / f0_12.norm() > 0.1  # without the floor this ~0 edge would be the worst
+    assert refit.max_edge_error == pytest.approx(float(per_edge.max()), rel=1e-6)
+
+
+def test_sample_quotas_and_local_gather():
+    assert _quotas([10, 0, 5], None) == [10, 0, 5] and _quotas([10, 0, 5], 100) == [10, 0, 5]
+    for counts, cap in (([7, 3], 5), ([1, 1, 1], 2), ([100, 1], 10), ([5, 5, 5, 5], 7), ([0, 9], 4)):
+        q = _quotas(counts, cap)
+        assert sum(q) == cap and all(0 <= a <= c for a, c in zip(q, counts))
+        assert all(abs(a - cap * c / sum(counts)) < 1 for a, c in zip(q, counts))  # proportional
+    layer = KANConv(2, 3, 4)
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(gather_channel_samples(layer, x, 50), channel_samples(layer, x, 50).double())
+    assert gather_channel_samples(layer, None) is None  # one process: no collective
+    with pytest.raises(RuntimeError, match="process group"):
+        update_grid(layer, x, distributed=True)

@@ -1,6 +1,7 @@
 """KAN grid and TensorBoard spline handlers in tiny ignite runs (MONAI SupervisedTrainer), and from a config."""
 
 import glob
+import logging
 import os
 
 import pytest
@@ -36,7 +37,7 @@ def test_grid_handler_updates_then_extends():
     trainer, opt = _trainer(net, [handler])
     knots0 = net.head[1].knots.clone()
     trainer.run()  # iteration 6 trains after the extension: the optimizer has the new parameters
-    assert [(c, a) for c, a, _ in handler.history] == [(2, "update"), (4, "update"), (5, "extend")]
+    assert [(c, a) for c, a, _, _ in handler.history] == [(2, "update"), (4, "update"), (5, "extend")]
     head = net.head[1]
     assert head.grid_size == 8 and head.knots.shape[1] == 8 + 7 and not torch.equal(head.knots[:, :3], knots0[:, :3])
     params = {id(p) for g in opt.param_groups for p in g["params"]}
@@ -49,8 +50,22 @@ def test_grid_handler_epoch_level_and_stop():
     handler = KANGridHandler(net, update_every=1, update_until=2, epoch_level=True)
     trainer, _ = _trainer(net, [handler], epochs=3, n=2)
     trainer.run()
-    assert [(c, a) for c, a, _ in handler.history] == [(1, "update"), (2, "update")]
+    assert [(c, a) for c, a, _, _ in handler.history] == [(1, "update"), (2, "update")]
     assert not net.head[1].uniform_grid
+
+
+def test_grid_handler_reports_worst_edge_and_max_error_blocks_it(caplog):
+    net = _net()
+    knots = {n: m.knots.clone() for n, m in net.named_modules() if hasattr(m, "knots")}
+    handler = KANGridHandler(net, update_every=2, max_error=1e-9, logger_name="kan_grid_test")
+    trainer, _ = _trainer(net, [handler], epochs=1, n=2)
+    with caplog.at_level(logging.INFO, logger="kan_grid_test"):
+        trainer.run()
+    (count, action, worst, worst_edge), = handler.history
+    assert (count, action) == (2, "update") and worst_edge > 1e-9 and worst > 0
+    message = next(r.getMessage() for r in caplog.records if r.name == "kan_grid_test")
+    assert f"of a single edge {worst_edge:.3g}" in message and "4 skipped (max_error)" in message
+    assert all(torch.equal(m.knots, knots[n]) for n, m in net.named_modules() if hasattr(m, "knots"))
 
 
 def test_grid_handler_from_config():

@@ -7,8 +7,9 @@ from typing import Mapping, Optional, Union
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 
-from monai_kan.layers.grid import KANInputCapture, extend_network_grids, kan_layers, update_network_grids
+from monai_kan.layers.grid import KANInputCapture, _distributed, extend_network_grids, kan_layers, update_network_grids
 
 __all__ = ["KANGridHandler"]
 
@@ -35,14 +36,30 @@ class KANGridHandler:
         extend_at: ``{iteration or epoch: new grid size}``, e.g. ``{"200": 10, "400": 20}`` (JSON keys are strings).
         epoch_level: count epochs instead of iterations.
         grid_eps: blend of uniform and quantile knots (see :func:`monai_kan.layers.grid.update_grid`).
-        max_error: skip a layer's update when its edge functions would change by more than this (relative).
-        max_samples: positions per layer used to place knots and refit.
-        logger_name: logger to report to (the relative change of the edge functions, worst layer).
+        max_error: skip a layer's update when one of its edge functions would change by more than this (relative,
+            the worst edge: ``max_edge_error`` of :class:`monai_kan.layers.grid.GridRefit`; single edges change
+            much more than the layer average, e.g. tens of percent for spline-dominated edges in a first update).
+        max_samples: positions per layer used to place knots and refit (in total over all ranks under
+            ``torch.distributed``).
+        logger_name: logger to report to: per event, the worst layer's relative change of all its edge functions
+            together (``rel_error``) and the worst single edge's (``max_edge_error``).
+
+    Raises:
+        ValueError: when ``network`` has no B-spline KAN layer, ``update_every`` is negative, an ``extend_at`` size
+            is not positive, or ``extend_at`` is given for a ``DistributedDataParallel`` network.
+
+    ``history`` keeps ``(count, action, worst rel_error, worst max_edge_error)`` per event.
 
     Note:
         After an extension the checkpoint's ``knots``/``spline_weight`` have the new size: build the inference
         network with the final ``grid_size``, or call :func:`monai_kan.layers.grid.match_kan_grids` before loading.
-        Not for ``DistributedDataParallel`` (it holds references to the replaced parameters).
+
+        Under ``DistributedDataParallel`` (``network`` the wrapper, the handler attached on every rank) grid updates
+        are collective and keep the replicas identical: the knots are placed on, and the splines refitted to, the
+        recorded inputs of all ranks. Grid extension is refused there: it replaces the ``spline_weight``
+        parameters, which the wrapper (and the trainer and evaluators holding it) would not follow; build the
+        network with the final ``grid_size``, or extend between two training runs
+        (:func:`monai_kan.layers.grid.extend_network_grids` on ``ddp.module``, then wrap it again).
 
     Bundle config (``train#handlers``)::
 
@@ -67,6 +84,11 @@ class KANGridHandler:
             raise ValueError(f"`update_every` must be None or >= 0, got {update_every}.")
         if not kan_layers(network):
             raise ValueError("`network` has no B-spline KAN layers (KANLinear/KANConv).")
+        if extend_at and any(isinstance(m, DistributedDataParallel) for m in network.modules()):
+            raise ValueError(
+                "`extend_at` is not supported for a DistributedDataParallel network: extension replaces parameters "
+                "that the wrapper would not follow (see monai_kan.layers.grid.extend_network_grids)."
+            )
         self.network = network
         self.optimizer = optimizer
         self.update_every = update_every or 0
@@ -78,7 +100,7 @@ class KANGridHandler:
         self.grid_eps, self.max_error, self.max_samples = grid_eps, max_error, max_samples
         self.logger = logging.getLogger(logger_name or __name__)
         self.capture = KANInputCapture(network)
-        self.history: list = []  # (count, action, worst relative change) per event, for inspection
+        self.history: list = []  # (count, action, worst rel_error, worst max_edge_error) per event
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -116,7 +138,8 @@ class KANGridHandler:
         inputs = self.capture.pop()
         count = self._count(engine)
         action = self._action(count)
-        if not inputs or action is None:
+        # under torch.distributed a rank without inputs still joins the collective refit (with none of its own)
+        if action is None or (not inputs and not _distributed(None)):
             return
         optimizer = self.optimizer if self.optimizer is not None else getattr(engine, "optimizer", None)
         if action == "extend":
@@ -125,10 +148,14 @@ class KANGridHandler:
         else:
             res = update_network_grids(self.network, inputs=inputs, optimizer=optimizer, grid_eps=self.grid_eps,
                                        max_samples=self.max_samples, max_error=self.max_error)
+        if not res:
+            return
         worst = max(r.rel_error for r in res.values())
+        worst_edge, worst_layer = max((r.max_edge_error, n) for n, r in res.items())
         skipped = sum(not r.applied for r in res.values())
-        self.history.append((count, action, worst))
+        self.history.append((count, action, worst, worst_edge))
         unit = "epoch" if self.epoch_level else "iteration"
         detail = f" to G={self.extend_at[count]}" if action == "extend" else ""
         self.logger.info(f"KAN grid {action}{detail} at {unit} {count}: {len(res)} layers, worst relative change "
-                         f"of the edge functions {worst:.3g}" + (f", {skipped} skipped (max_error)" if skipped else ""))
+                         f"of a layer's edge functions {worst:.3g}, of a single edge {worst_edge:.3g} ({worst_layer})"
+                         + (f", {skipped} skipped (max_error)" if skipped else ""))

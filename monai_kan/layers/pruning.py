@@ -15,6 +15,10 @@ What "removed" means, per layer:
   architecture: save the whole module or a TorchScript export.
 * **masked**: the remaining pruned edges (inside surviving channels) keep their storage; their parameters are set
   to zero and their gradients are zeroed by hooks (:func:`freeze_pruned_edges`), so they stay pruned when fine-tuned.
+
+Under ``torch.distributed`` (initialized, more than one process) :func:`prune_kan` is a collective call: each rank
+scores the edges on its own batch, the scores are averaged over all ranks' positions (weighted by their numbers),
+and all ranks prune the same edges of identical replicas.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 
 from monai_kan.layers.bspline_kan import BSplineKANBase
 from monai_kan.layers.fused import expand_bspline
-from monai_kan.layers.grid import _channel_dim, kan_layers, record_kan_inputs
+from monai_kan.layers.grid import _channel_dim, _distributed, kan_layers, record_kan_inputs
 
 __all__ = ["kan_edge_scores", "PrunedKAN", "PruneReport", "prune_kan", "freeze_pruned_edges", "pruned_edge_mask"]
 
@@ -50,7 +56,7 @@ def _edge_weight(layer: BSplineKANBase) -> torch.Tensor:
 
 @torch.no_grad()
 def kan_edge_scores(layer: BSplineKANBase, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """Mean absolute contribution of every edge of ``layer`` on the input ``x``.
+    """Mean absolute contribution of every edge of ``layer`` on the input ``x`` (of this process only).
 
     Args:
         layer: ``KANLinear`` or ``KANConv``.
@@ -60,6 +66,12 @@ def kan_edge_scores(layer: BSplineKANBase, x: torch.Tensor, chunk: int = 4096) -
     Returns:
         ``(out, in // groups)`` scores, in the units of the layer output.
     """
+    total, count = _edge_score_sums(layer, x, chunk)
+    return total / count
+
+
+def _edge_score_sums(layer: BSplineKANBase, x: torch.Tensor, chunk: int = 4096) -> Tuple[torch.Tensor, int]:
+    """``(sum over output positions of |contribution| per edge, number of positions)``."""
     w = _edge_weight(layer)  # (O, Cg, b + n, *K)
     x = x.to(w.dtype)  # e.g. a float16 input recorded under autocast
     act = layer.base_activation
@@ -71,11 +83,12 @@ def kan_edge_scores(layer: BSplineKANBase, x: torch.Tensor, chunk: int = 4096) -
             e = expand_bspline(xs, layer.knots, layer.spline_order, layer.uniform_grid, None if act is None else act(xs))
             e = e.reshape(xs.shape[0], layer.in_channels, -1)  # (m, C, b + n)
             total += torch.einsum("mcb,ocb->moc", e, w).abs().sum(0)
-        return total / s.shape[0]
+        return total, s.shape[0]
     d, groups = layer.spatial_dims, layer.groups
     cg, og, nb = w.shape[1], w.shape[0] // groups, w.shape[2]
     padding = layer.padding
     total = x.new_zeros(w.shape[:2])
+    positions = 0
     for xs in x.split(1):
         if layer.padding_mode != "zeros":
             xs = nn.functional.pad(xs, layer._pad_pairs, mode=layer.padding_mode)
@@ -88,7 +101,23 @@ def kan_edge_scores(layer: BSplineKANBase, x: torch.Tensor, chunk: int = 4096) -
             y = torch.convolution(eg, wg, None, layer.stride, padding, layer.dilation, False, [0] * d, cg)
             positions = y[0, 0].numel()
             total[g * og : (g + 1) * og] += y.abs().flatten(2).sum(-1).reshape(cg, og).t()
-    return total / (x.shape[0] * positions)
+    return total, x.shape[0] * positions
+
+
+@torch.no_grad()
+def _all_rank_scores(layer: BSplineKANBase, x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Edge scores over the positions of all ranks (a collective call; ``x=None``: this rank has none), identical
+    on every rank, or ``None`` when no rank has any."""
+    if x is None:
+        total, count = layer.spline_weight.new_zeros(layer.spline_weight.shape[:2], dtype=torch.float64), 0
+    else:
+        total, count = _edge_score_sums(layer, x)
+    sums = torch.cat([total.double().flatten(), total.new_tensor([count], dtype=torch.float64)])
+    dist.all_reduce(sums)
+    dist.broadcast(sums, 0)  # bitwise the same reduction everywhere, whatever the backend's summation order
+    if float(sums[-1]) == 0:
+        return None
+    return (sums[:-1] / sums[-1]).reshape(total.shape).to(layer.spline_weight.dtype)
 
 
 def pruned_edge_mask(layer: BSplineKANBase) -> torch.Tensor:
@@ -278,6 +307,7 @@ def prune_kan(
     shrink: bool = True,
     metric: Optional[Callable[[nn.Module], float]] = None,
     inplace: bool = False,
+    distributed: Optional[bool] = None,
 ) -> Tuple[nn.Module, PruneReport]:
     """Prune the weak edges of every B-spline KAN layer of ``net``.
 
@@ -289,9 +319,27 @@ def prune_kan(
         shrink: physically remove channels without surviving edges (see the module docstring); False only masks.
         metric: optional ``metric(model) -> float`` (e.g. validation Dice) evaluated before and after.
         inplace: modify ``net`` itself instead of a copy.
+        distributed: ``None``: when ``torch.distributed`` is initialized with more than one process, this is a
+            collective call (every rank calls it with its own ``batch``): the edge scores are the mean absolute
+            contributions over all ranks' positions, so every rank prunes the same edges and replicas stay
+            identical. ``False``: score on the local ``batch`` only. ``True``: as ``None``, but raise if no process
+            group is initialized. ``metric`` and ``output_change`` stay per rank.
 
     Returns:
-        ``(pruned network, PruneReport)``. The best edge of each layer always survives.
+        ``(pruned network, PruneReport)``. The best edge of each layer always survives. Fine-tune with a new
+        optimizer: the state of an existing one (e.g. Adam moments) would move the masked edges off zero although
+        their gradients are zeroed.
+
+    Raises:
+        ValueError: when ``threshold < 0``, or ``net`` is or contains a ``DistributedDataParallel`` wrapper and
+            the pruning would replace parameters (anything but ``inplace=True, shrink=False``).
+
+    A ``DistributedDataParallel`` wrapper cannot follow a copy or shrunk layers: prune the wrapped module and wrap
+    the result again, on every rank (masking in place, ``inplace=True, shrink=False``, keeps the parameters and may
+    be applied to the wrapper itself)::
+
+        pruned, report = prune_kan(ddp.module, images, threshold=0.05)
+        ddp = DistributedDataParallel(pruned, ...)  # and a new optimizer over pruned.parameters()
 
     Example::
 
@@ -301,6 +349,12 @@ def prune_kan(
     """
     if threshold < 0:
         raise ValueError(f"`threshold` must be >= 0, got {threshold}.")
+    if (shrink or not inplace) and any(isinstance(m, DistributedDataParallel) for m in net.modules()):
+        raise ValueError(
+            "pruning a copy or shrinking layers replaces parameters, which a DistributedDataParallel wrapper does "
+            "not follow: prune `ddp.module` and wrap the result again, or mask in place (inplace=True, shrink=False)."
+        )
+    sync = _distributed(distributed)
     report = PruneReport(params_before=_numel(net))
     if metric is not None:
         report.metric_before = float(metric(net))
@@ -311,9 +365,16 @@ def prune_kan(
     inputs = record_kan_inputs(model, batch)
     layers = dict(kan_layers(model))
     keep: Dict[str, torch.Tensor] = {}
-    for name, x in inputs.items():
-        layer = layers[name]
-        scores = kan_edge_scores(layer, x)
+    for name, layer in layers.items():
+        x = inputs.get(name)
+        if sync:  # every rank visits every layer in module order: the collectives pair up
+            scores = _all_rank_scores(layer, x)
+            if scores is None:
+                continue
+        elif x is None:
+            continue
+        else:
+            scores = kan_edge_scores(layer, x)
         ref = scores.max().clamp_min(1e-30) if relative else 1.0
         k = scores / ref >= threshold
         k.view(-1)[scores.argmax()] = True
