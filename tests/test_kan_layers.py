@@ -249,7 +249,7 @@ def test_functional_path_without_grad_matches():
     x = torch.randn(1, 2, 5, 5)
     with torch.no_grad():
         a = layer(x)
-        b = kan_convolution(x, layer._fused_weight(), None, layer.knots, 3, True, layer.base_activation,
+        b = kan_convolution(x, layer._fused_weight(x.dtype), None, layer.knots, 3, True, layer.base_activation,
                             [1, 1], [1, 1], [1, 1], 1)
     torch.testing.assert_close(a, b)
 

@@ -2,6 +2,7 @@
 
 from .bspline import (
     bspline_basis,
+    bspline_basis_derivative,
     is_uniform_knots,
     make_knots,
     num_basis,
@@ -12,6 +13,7 @@ from .polynomial import power_basis
 
 __all__ = [
     "bspline_basis",
+    "bspline_basis_derivative",
     "is_uniform_knots",
     "make_knots",
     "num_basis",

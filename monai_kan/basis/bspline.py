@@ -24,6 +24,7 @@ __all__ = [
     "make_knots",
     "num_basis",
     "bspline_basis",
+    "bspline_basis_derivative",
     "uniform_bspline_basis",
     "uniform_bspline_basis_derivative",
     "is_uniform_knots",
@@ -76,6 +77,11 @@ def is_uniform_knots(knots: torch.Tensor, rtol: float = 1e-5) -> bool:
     return bool(torch.all(gaps > 0)) and bool(torch.allclose(gaps, ref.expand_as(gaps), rtol=rtol, atol=0.0))
 
 
+def _safe_inverse(spacing: torch.Tensor) -> torch.Tensor:
+    """``1 / spacing``, and 0 where the spacing is 0 (repeated knots)."""
+    return torch.where(spacing > 0, 1.0 / spacing.clamp_min(1e-30), 0.0)
+
+
 def bspline_basis(x: torch.Tensor, knots: torch.Tensor, spline_order: int) -> torch.Tensor:
     """Cox-de Boor recursion (the seed's formula) for arbitrary non-decreasing knots.
 
@@ -92,13 +98,26 @@ def bspline_basis(x: torch.Tensor, knots: torch.Tensor, spline_order: int) -> to
     # order 0: indicator of the half-open interval [t_i, t_{i+1})
     bases = ((x >= t[..., :-1]) & (x < t[..., 1:])).to(x.dtype)  # (..., C, n_knots - 1)
     for k in range(1, spline_order + 1):
-        left_den = t[..., k:-1] - t[..., : -(k + 1)]
-        right_den = t[..., k + 1 :] - t[..., 1:(-k)]
-        # 0/0 terms of repeated knots are defined as 0
-        left = torch.where(left_den > 0, (x - t[..., : -(k + 1)]) / left_den.clamp_min(1e-30), torch.zeros_like(x))
-        right = torch.where(right_den > 0, (t[..., k + 1 :] - x) / right_den.clamp_min(1e-30), torch.zeros_like(x))
+        # 0/0 terms of repeated knots are defined as 0: zero inverse spacings (computed on the knots, not per x)
+        inv_left = _safe_inverse(t[..., k:-1] - t[..., : -(k + 1)])
+        inv_right = _safe_inverse(t[..., k + 1 :] - t[..., 1:(-k)])
+        left = (x - t[..., : -(k + 1)]) * inv_left
+        right = (t[..., k + 1 :] - x) * inv_right
         bases = left * bases[..., :-1] + right * bases[..., 1:]
     return bases
+
+
+def bspline_basis_derivative(x: torch.Tensor, knots: torch.Tensor, spline_order: int) -> torch.Tensor:
+    """``d/dx`` of :func:`bspline_basis` (same arguments and output shape), from the order ``k - 1`` basis:
+    ``B'_{i,k} = k B_{i,k-1} / (t_{i+k} - t_i) - k B_{i+1,k-1} / (t_{i+k+1} - t_{i+1})`` (terms with a zero
+    denominator vanish, as in the recursion). Zero for order 0."""
+    k = spline_order
+    if k == 0:
+        return torch.zeros_like(bspline_basis(x, knots, 0))
+    lower = bspline_basis(x, knots, k - 1)  # (..., C, n_knots - k)
+    t = knots.to(x.dtype)
+    scaled = lower * (k * _safe_inverse(t[..., k:] - t[..., : t.shape[-1] - k]))  # t_{i+k} - t_i, order k - 1
+    return scaled[..., :-1] - scaled[..., 1:]
 
 
 def _cardinal_terms(spline_order: int) -> List[Tuple[float, float]]:

@@ -1,5 +1,5 @@
 """Blocks of KAN convolutional networks."""
 
-from .kan_blocks import KANConvBlock, KANResidualUnit
+from .kan_blocks import CONV_TYPES, KANConvBlock, KANResidualUnit, make_conv
 
-__all__ = ["KANConvBlock", "KANResidualUnit"]
+__all__ = ["CONV_TYPES", "KANConvBlock", "KANResidualUnit", "make_conv"]

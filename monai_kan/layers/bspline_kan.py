@@ -18,12 +18,17 @@ import torch.nn as nn
 from monai.networks.layers.utils import get_act_layer
 
 from monai_kan.basis.bspline import is_uniform_knots, make_knots, num_basis
-from monai_kan.layers.fused import expand_bspline, kan_convolution
+from monai_kan.layers.fused import activation_name, basis_dtype, expand_bspline, kan_convolution
 
-__all__ = ["BSplineKANBase"]
+__all__ = ["BSplineKANBase", "get_base_activation"]
 
 
-def _resolve_activation(base_activation: Union[str, tuple, nn.Module, None]) -> Optional[nn.Module]:
+def get_base_activation(base_activation: Union[str, tuple, nn.Module, None]) -> Optional[nn.Module]:
+    """The module of a ``base_activation`` argument (``None`` stays ``None``); ``"silu"`` is ``nn.SiLU``.
+
+    Raises:
+        ValueError: not None, a MONAI activation name, a ``(name, args)`` tuple or a module.
+    """
     if base_activation is None:
         return None
     if isinstance(base_activation, nn.Module):
@@ -79,9 +84,12 @@ class BSplineKANBase(nn.Module):
         self.grid_size = int(grid_size)
         self.spline_order = int(spline_order)
         self.grid_range = (float(grid_range[0]), float(grid_range[1])) if len(grid_range) == 2 else tuple(grid_range)
-        self.register_buffer("knots", make_knots(grid_size, spline_order, grid_range, channels=in_channels))
+        # float32 (float64 under a float64 default dtype) whatever the module is later cast to: see `_apply`
+        knots = make_knots(grid_size, spline_order, grid_range, channels=in_channels,
+                           dtype=basis_dtype(torch.get_default_dtype()))
+        self.register_buffer("knots", knots)
         self.uniform_grid = True
-        self.base_activation = _resolve_activation(base_activation)
+        self.base_activation = get_base_activation(base_activation)
 
         n = num_basis(grid_size, spline_order)
         edge_shape = (out_channels, in_channels // groups) + tuple(kernel_size)
@@ -130,45 +138,80 @@ class BSplineKANBase(nn.Module):
             return self.spline_weight * self.spline_scaler.unsqueeze(-1)
         return self.spline_weight
 
-    def _fused_weight(self) -> torch.Tensor:
-        """Convolution weight ``(out, in // groups * (b + G + k), *kernel_size)`` laid out as the expansion."""
-        coef = self.coefficients().movedim(-1, 2)  # (out, in // groups, G + k, *kernel_size)
+    def _fused_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """Convolution weight ``(out, in // groups * (b + G + k), *kernel_size)`` (kernel ``(1,)`` for the linear layer) laid out as the expansion, formed in
+        at least float32 (the scaler product is not rounded twice) and cast once to the compute ``dtype``."""
+        wdtype = basis_dtype(self.spline_weight.dtype)
+        coef = self.spline_weight.to(wdtype)
+        if self.spline_scaler is not None:
+            coef = coef * self.spline_scaler.to(wdtype).unsqueeze(-1)
+        coef = coef.movedim(-1, 2)  # (out, in // groups, G + k, *kernel_size)
         if self.base_weight is not None:
-            coef = torch.cat([self.base_weight.unsqueeze(2), coef], dim=2)
-        return coef.flatten(1, 2)
+            coef = torch.cat([self.base_weight.to(wdtype).unsqueeze(2), coef], dim=2)
+        weight = coef.flatten(1, 2).to(dtype)
+        if weight.dim() == 2:  # the linear layer runs as a kernel-1 convolution
+            weight = weight.unsqueeze(-1)
+        return weight
 
-    def _kan_conv(
-        self, x: torch.Tensor, weight: torch.Tensor, stride: List[int], padding: List[int], dilation: List[int]
-    ) -> torch.Tensor:
-        """``(N, C_in, *spatial)`` -> ``(N, C_out, *spatial_out)``; memory-lean path, TorchScript-able fallback."""
+    def _kan_conv(self, x: torch.Tensor, stride: List[int], padding: List[int], dilation: List[int]) -> torch.Tensor:
+        """``(N, C_in, *spatial)`` -> ``(N, C_out, *spatial_out)`` in the compute dtype (see
+        :mod:`monai_kan.layers.fused`); memory-lean custom op, TorchScript-able fallback."""
+        dtype = x.dtype
+        if not torch.jit.is_scripting():
+            dtype = self._compute_dtype(x)
+        x = x.to(dtype)
+        weight = self._fused_weight(dtype)
+        bias = self.bias
+        if bias is not None:
+            bias = bias.to(dtype)
         if not torch.jit.is_scripting():
             if self._use_fast_path(x):
-                return kan_convolution(
-                    x, weight, self.bias, self.knots, self.spline_order, self.uniform_grid, self.base_activation,
-                    stride, padding, dilation, self.groups,
-                )
+                return kan_convolution(x, weight, bias, self.knots, self.spline_order, self.uniform_grid,
+                                       self.base_activation, stride, padding, dilation, self.groups)
+        xb = x.to(basis_dtype(dtype))  # the basis is evaluated in >= float32 whatever the compute dtype
         base: Optional[torch.Tensor] = None
         if self.base_activation is not None:
-            base = self.base_activation(x)
-        expanded = expand_bspline(x, self.knots, self.spline_order, self.uniform_grid, base)
-        return torch.convolution(expanded, weight, self.bias, stride, padding, dilation, False, [0] * len(stride),
+            base = self.base_activation(xb)
+        expanded = expand_bspline(xb, self.knots, self.spline_order, self.uniform_grid, base).to(dtype)
+        return torch.convolution(expanded, weight, bias, stride, padding, dilation, False, [0] * len(stride),
                                  self.groups)
 
     @torch.jit.unused
+    def _compute_dtype(self, x: torch.Tensor) -> torch.dtype:
+        """The autocast dtype when autocast is on (as ``nn.Conv``: float64 inputs are not cast), else ``x.dtype``."""
+        device = x.device.type
+        if x.dtype != torch.float64 and torch.is_autocast_enabled(device):
+            return torch.get_autocast_dtype(device)
+        return x.dtype
+
+    @torch.jit.unused
     def _use_fast_path(self, x: torch.Tensor) -> bool:
-        # tracing/exporting/compiling a whole model: keep the plain graph so the outer tool sees ordinary ops
-        if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        # tracing/exporting: keep the plain graph so the outer tool sees ordinary ops (torch.compile sees the op)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return False
-        if torch.is_autocast_enabled(x.device.type):  # mixed precision: let autograd handle the casts
-            return False
-        act = self.base_activation
-        if act is not None and any(True for _ in act.parameters()):
-            return False  # a learnable activation's gradient is left to autograd
-        return True
+        return activation_name(self.base_activation) is not None  # learnable or unlisted activations: autograd
 
     def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        if self.uniform_grid and self.knots.dtype == torch.float64:
+        knots = self.knots
+
+        def convert(t):
+            try:
+                return fn(t)
+            except RuntimeError:
+                # `.to(memory_format=torch.channels_last)` converts every 5-D tensor and fails on the 2D layer's
+                # (out, in, kh, kw, G + k) control points; they only feed `_fused_weight`, so convert a 4-D view
+                # (device/dtype as asked) and keep their plain layout
+                if t.dim() == 5 and t.shape == self.spline_weight.shape:
+                    return fn(t.flatten(3)).reshape(t.shape)
+                raise
+
+        super()._apply(convert, recurse)
+        if self.knots.dtype not in (torch.float32, torch.float64):
+            # knots stay float32/float64 whatever the module's dtype: `.half()` would round them (a 0.4 knot
+            # spacing becomes 0.40625 in bfloat16) and move every edge function
+            self.knots = knots.to(device=self.knots.device,
+                                  dtype=knots.dtype if knots.dtype == torch.float64 else torch.float32)
+        if self.uniform_grid and self.knots.dtype == torch.float64 and knots.dtype != torch.float64:
             # knots made in float32 are uniform only to float32 precision; the closed-form basis assumes exact
             # spacing, so re-space them evenly between the same end knots after a cast to float64
             with torch.no_grad():
@@ -178,16 +221,37 @@ class BSplineKANBase(nn.Module):
                 self.knots.copy_(first + (last - first) * steps)
         return self
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        knots = state_dict.get(prefix + "knots")
-        if knots is not None and knots.dim() == 2 and knots.shape[0] == self.knots.shape[0] \
-                and knots.shape[1] != self.knots.shape[1]:
-            # a checkpoint saved after grid extension (G -> G'): adopt its grid size before copying values
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # transactional: a load that reports an error leaves this layer exactly as it was
+        own = {**{k: v for k, v in self._parameters.items() if v is not None},
+               **{k: v for k, v in self._buffers.items() if v is not None}}
+        values = {k: v.detach().clone() for k, v in own.items()}
+        grid_size, n_errors = self.grid_size, len(error_msgs)
+        knots, weight = state_dict.get(prefix + "knots"), state_dict.get(prefix + "spline_weight")
+        if knots is not None and weight is not None and knots.dim() == 2 and knots.shape[1] != self.knots.shape[1]:
             n = knots.shape[1] - self.spline_order - 1
-            self.knots = self.knots.new_empty(knots.shape)
-            self.spline_weight = nn.Parameter(self.spline_weight.new_empty(self.spline_weight.shape[:-1] + (n,)))
-            self.grid_size = n - self.spline_order
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+            if knots.shape[0] == self.in_channels and tuple(weight.shape) == tuple(self.spline_weight.shape[:-1]) + (n,):
+                # a checkpoint saved after grid extension (G -> G'): adopt its grid size before copying values
+                self.knots = self.knots.new_empty(knots.shape)
+                self.spline_weight = nn.Parameter(self.spline_weight.new_empty(tuple(weight.shape)),
+                                                  requires_grad=self.spline_weight.requires_grad)
+                self.grid_size = n - self.spline_order
+            elif weight.dim() >= 1 and knots.shape[1] - weight.shape[-1] - 1 != self.spline_order:
+                error_msgs.append(
+                    f"{prefix}knots {list(knots.shape)} and {prefix}spline_weight {list(weight.shape)} of the "
+                    f"checkpoint are of spline_order {knots.shape[1] - weight.shape[-1] - 1}; this layer has "
+                    f"spline_order={self.spline_order} (knots {list(self.knots.shape)}, spline_weight "
+                    f"{list(self.spline_weight.shape)})."
+                )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if len(error_msgs) > n_errors:
+            with torch.no_grad():
+                for k, v in own.items():
+                    (self._parameters if k in self._parameters else self._buffers)[k] = v
+                    v.copy_(values[k])
+            self.grid_size = grid_size
         self.uniform_grid = is_uniform_knots(self.knots)
 
     def extra_repr(self) -> str:

@@ -1,32 +1,57 @@
-"""Memory-lean, optionally fused execution of B-spline KAN convolutions.
+"""Memory-lean, mixed-precision-aware and optionally fused execution of B-spline KAN convolutions.
 
 A KAN convolution is ``conv(expand(x), W)``, where ``expand`` writes, for every input channel, the base activation and
 the ``G + k`` basis values: a tensor ``(G + k + 1)`` times the input. Autograd would keep that tensor (and the
 intermediates that built it) for backward, which is what makes 3D KAN training run out of memory. Here the expansion
 is recomputed in backward from ``x``, so the bytes saved for backward are those of a plain convolution.
 
-The elementwise work (the expansion, and the reduction of its gradient back onto ``x``) is where the time goes on
-CPU: eager PyTorch makes a pass over the 9x tensor per operation. When fused kernels are enabled both functions are
-compiled with ``torch.compile`` (one pass each). Set ``MONAI_KAN_FUSED=0`` (or call :func:`set_fused_kernels`) to
-stay in eager mode; if compilation fails (no C++ compiler, unsupported device) the eager code is used with a warning.
+Precision policy (one for all B-spline KAN layers): the convolution runs in the *compute dtype* (the
+``torch.autocast`` dtype when autocast is on, else the input's dtype), exactly like ``nn.Conv``; the basis is
+evaluated in at least float32 from the knots (kept in float32/float64 by the layers) and rounded to the compute
+dtype once, as the convolution's input. So a bfloat16 layer rounds where ``nn.Conv`` rounds, not inside the
+cancelling sums of the B-spline closed form.
+
+The whole operation is the ``torch.library`` custom op ``monai_kan::kan_conv`` (with its backward
+``monai_kan::kan_conv_backward``): ``torch.compile(net)`` sees one opaque node per KAN convolution (no graph break,
+no re-tracing of the spline maths), DDP and autocast see an ordinary op. Inside, the elementwise work (the expansion,
+and the reduction of its gradient onto ``x``) is where the time goes on CPU; with fused kernels enabled both are
+compiled by ``torch.compile`` once, with every size marked dynamic (batch 0 or 1 and single channels included), so a
+session compiles a handful of graphs (one per dtype, grid kind, spline order and activation) instead of one per
+shape. Set ``MONAI_KAN_FUSED=0`` (or call :func:`set_fused_kernels`) to stay in eager mode; if compilation fails
+(no C++ compiler, unsupported device) the eager code is used with a warning.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
+import types
 import warnings
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from monai_kan.basis.bspline import bspline_basis, uniform_bspline_basis, uniform_bspline_basis_derivative
+from monai_kan.basis.bspline import (
+    bspline_basis,
+    bspline_basis_derivative,
+    uniform_bspline_basis,
+    uniform_bspline_basis_derivative,
+)
 
-__all__ = ["expand_bspline", "kan_convolution", "set_fused_kernels", "fused_kernels_enabled"]
+__all__ = [
+    "expand_bspline",
+    "kan_convolution",
+    "set_fused_kernels",
+    "fused_kernels_enabled",
+    "activation_name",
+    "basis_dtype",
+]
 
 _STATE = {"fused": os.environ.get("MONAI_KAN_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")}
-_COMPILED: dict = {}
+_COMPILED: Dict[tuple, Callable] = {}  # (kernel name, static configuration) -> compiled
 
 
 def set_fused_kernels(enabled: bool) -> None:
@@ -39,6 +64,51 @@ def fused_kernels_enabled() -> bool:
     return _STATE["fused"]
 
 
+def basis_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype the B-spline basis is evaluated in for a given compute dtype: float64 stays, all else is float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ------------------------------------------------------------------------------------------------ base activations
+# The custom op takes the base activation by name (an op schema cannot carry a module); each has its derivative.
+
+
+def _silu_grad(x: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(x)
+    return s * (1.0 + x * (1.0 - s))
+
+
+def _gelu_grad(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf(x * 0.7071067811865476)) + x * torch.exp(-0.5 * x * x) * 0.3989422804014327
+
+
+_ACTIVATIONS: Dict[str, Tuple[Callable, Callable]] = {
+    "silu": (F.silu, _silu_grad),
+    "relu": (torch.relu, lambda x: (x > 0).to(x.dtype)),
+    "tanh": (torch.tanh, lambda x: 1.0 - torch.tanh(x) ** 2),
+    "sigmoid": (torch.sigmoid, lambda x: torch.sigmoid(x) * (1.0 - torch.sigmoid(x))),
+    "gelu": (F.gelu, _gelu_grad),
+    "identity": (lambda x: x, torch.ones_like),
+}
+
+
+def activation_name(act: Optional[nn.Module]) -> Optional[str]:
+    """Name of a base activation the fused op implements (``"none"`` for no base branch), or ``None`` when the
+    module is not one of them (learnable or unlisted activations then run through plain autograd)."""
+    if act is None:
+        return "none"
+    if type(act) is nn.GELU and act.approximate != "none":
+        return None
+    for name, cls in (("silu", nn.SiLU), ("relu", nn.ReLU), ("tanh", nn.Tanh), ("sigmoid", nn.Sigmoid),
+                      ("gelu", nn.GELU), ("identity", nn.Identity)):
+        if type(act) is cls:
+            return name
+    return None
+
+
+# --------------------------------------------------------------------------------------------------- the expansion
+
+
 def _grid_params(knots: torch.Tensor, x: torch.Tensor, channel_dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """First knot and inverse knot spacing per channel, shaped to broadcast against ``x``."""
     shape = [1] * x.dim()
@@ -48,13 +118,22 @@ def _grid_params(knots: torch.Tensor, x: torch.Tensor, channel_dim: int) -> Tupl
     return start, inv_step
 
 
+def _basis(x: torch.Tensor, knots: torch.Tensor, spline_order: int, uniform: bool) -> torch.Tensor:
+    """``(N, C, *spatial)`` -> ``(N, C, G + k, *spatial)`` basis values, in ``x``'s dtype."""
+    n_basis = knots.shape[1] - spline_order - 1
+    if uniform:
+        start, inv_step = _grid_params(knots, x, 1)
+        return uniform_bspline_basis(x, start, inv_step, n_basis, spline_order, 2)
+    return bspline_basis(x.movedim(1, -1), knots, spline_order).movedim(-2, 1).movedim(-1, 2)
+
+
 def expand_bspline(
     x: torch.Tensor, knots: torch.Tensor, spline_order: int, uniform: bool, base: Optional[torch.Tensor]
 ) -> torch.Tensor:
     """Evaluate every edge's basis once per input element (TorchScript-able).
 
     Args:
-        x: ``(N, C, *spatial)`` feature map.
+        x: ``(N, C, *spatial)`` feature map, in the dtype the basis is evaluated in (see :func:`basis_dtype`).
         knots: ``(C, G + 2k + 1)`` knots of each input channel.
         spline_order: order ``k``.
         uniform: use the closed form (knots uniformly spaced) instead of the Cox-de Boor recursion.
@@ -64,121 +143,203 @@ def expand_bspline(
         ``(N, C * (b + G + k), *spatial)`` with ``b = 1`` when ``base`` is given; per input channel the base value
         comes first, then the ``G + k`` basis values.
     """
-    n_basis = knots.shape[1] - spline_order - 1
-    if uniform:
-        start, inv_step = _grid_params(knots, x, 1)
-        basis = uniform_bspline_basis(x, start, inv_step, n_basis, spline_order, 2)  # (N, C, G + k, *spatial)
-    else:
-        basis = bspline_basis(x.movedim(1, -1), knots, spline_order).movedim(-2, 1).movedim(-1, 2)
+    basis = _basis(x, knots, spline_order, uniform)
     if base is not None:
-        basis = torch.cat([base.unsqueeze(2), basis], dim=2)
+        basis = torch.cat([base.unsqueeze(2).to(basis.dtype), basis], dim=2)
     return basis.flatten(1, 2)
 
 
-def _expand_with(
-    x: torch.Tensor, knots: torch.Tensor, spline_order: int, uniform: bool, act: Optional[nn.Module]
+def _expand_kernel(x: torch.Tensor, knots: torch.Tensor, spline_order: int, uniform: bool, activation: str):
+    """``(N, C, L)`` in the compute dtype -> ``(N, C, b + G + k, L)`` in the compute dtype, evaluated in >= fp32."""
+    xb = x.to(basis_dtype(x.dtype))
+    basis = _basis(xb, knots, spline_order, uniform)
+    if activation != "none":
+        basis = torch.cat([_ACTIVATIONS[activation][0](xb).unsqueeze(2), basis], dim=2)
+    return basis.to(x.dtype)
+
+
+def _expand_grad_kernel(
+    x: torch.Tensor, grad: torch.Tensor, knots: torch.Tensor, spline_order: int, uniform: bool, activation: str
 ) -> torch.Tensor:
-    return expand_bspline(x, knots, spline_order, uniform, None if act is None else act(x))
-
-
-def _activation_grad(act: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    if isinstance(act, nn.SiLU):
-        s = torch.sigmoid(x)
-        return grad * s * (1.0 + x * (1.0 - s))
-    if isinstance(act, nn.ReLU):
-        return grad * (x > 0).to(grad.dtype)
-    if isinstance(act, nn.Tanh):
-        return grad * (1.0 - torch.tanh(x) ** 2)
-    if isinstance(act, nn.Identity):
-        return grad
-    with torch.enable_grad():  # any other parameter-free activation: differentiate it locally
-        xd = x.detach().requires_grad_(True)
-        return torch.autograd.grad(act(xd), xd, grad)[0]
-
-
-def _expand_grad(
-    x: torch.Tensor,
-    grad_expanded: torch.Tensor,
-    knots: torch.Tensor,
-    spline_order: int,
-    uniform: bool,
-    base_activation: Optional[nn.Module],
-) -> torch.Tensor:
-    """Chain rule from d(loss)/d(expand(x)) to d(loss)/dx: a weighted sum over the basis axis."""
+    """Chain rule from d(loss)/d(expansion) ``(N, C, b + G + k, L)`` to d(loss)/dx ``(N, C, L)``: a weighted sum
+    over the basis axis, evaluated in >= fp32."""
+    dtype = basis_dtype(x.dtype)
+    xb, g = x.to(dtype), grad.to(dtype)
     n_basis = knots.shape[1] - spline_order - 1
-    has_base = base_activation is not None
-    g = grad_expanded.unflatten(1, (x.shape[1], n_basis + int(has_base)))  # (N, C, b + G + k, *spatial)
+    has_base = activation != "none"
+    g_spline = g[:, :, 1:] if has_base else g
     if uniform:
-        start, inv_step = _grid_params(knots, x, 1)
-        d_basis = uniform_bspline_basis_derivative(x, start, inv_step, n_basis, spline_order, 2)
-        grad_x = (g[:, :, int(has_base) :] * d_basis).sum(2)
+        start, inv_step = _grid_params(knots, xb, 1)
+        d_basis = uniform_bspline_basis_derivative(xb, start, inv_step, n_basis, spline_order, 2)
+        grad_x = (g_spline * d_basis).sum(2)
     else:
-        with torch.enable_grad():
-            xd = x.detach().requires_grad_(True)
-            basis = bspline_basis(xd.movedim(1, -1), knots, spline_order).movedim(-2, 1).movedim(-1, 2)
-            grad_x = torch.autograd.grad(basis, xd, g[:, :, int(has_base) :])[0]
+        d_basis = bspline_basis_derivative(xb.movedim(1, -1), knots, spline_order).movedim(-2, 1).movedim(-1, 2)
+        grad_x = (g_spline * d_basis).sum(2)
     if has_base:
-        grad_x = grad_x + _activation_grad(base_activation, x, g[:, :, 0])
-    return grad_x
+        grad_x = grad_x + _ACTIVATIONS[activation][1](xb) * g[:, :, 0]
+    return grad_x.to(x.dtype)
 
 
-def _maybe_compiled(name: str, fn: Callable) -> Callable:
-    if not _STATE["fused"]:
-        return fn
-    if name not in _COMPILED:
+# -------------------------------------------------------------------------------------- compiled, shape-generic runs
+
+
+def _mark_dynamic(t: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    t = t.detach()  # a fresh alias: the caller's tensor keeps no marks, and no requires_grad guard is taken
+    for d in range(t.dim()):
+        if d in dims:
+            torch._dynamo.decorators.mark_unbacked(t, d)  # unbacked: no specialisation on sizes 0 and 1
+        else:
+            # static: the number of basis functions, so the loop over them is unrolled and shares the loads
+            torch._dynamo.mark_static(t, d)
+    return t
+
+
+def _kernel(name: str, fn: Callable, key: tuple) -> Callable:
+    """The compiled ``fn`` for one static configuration ``key`` (dtypes, basis size, order, grid kind, activation).
+
+    Each configuration gets a code object of its own: torch's compile cache and its recompile limit are per code
+    object, so a session that mixes float32 and autocast, uniform and data-placed knots, and grid sizes compiles
+    each configuration once and never runs into the limit (where new variants would silently run eager)."""
+    if key not in _COMPILED:
+        code = fn.__code__.replace()  # an equal but distinct code object
+        _COMPILED[key] = torch.compile(
+            types.FunctionType(code, fn.__globals__, name, fn.__defaults__, fn.__closure__), dynamic=True
+        )
+    return _COMPILED[key]
+
+
+def _run(name: str, fn: Callable, tensors: Sequence[Tuple[torch.Tensor, Sequence[int]]], *static):
+    """``fn(*tensors, *static)``, where each tensor comes with its dynamic dims; compiled once per static
+    configuration (all other dims, dtypes and ``static``) when fused kernels are on."""
+    if _STATE["fused"] and not _COMPILED:
         if shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None:
             warnings.warn("monai_kan: no C++ compiler found, KAN layers use eager (unfused) kernels.", stacklevel=3)
             _STATE["fused"] = False
-            return fn
-        _COMPILED[name] = torch.compile(fn, dynamic=True)
-    compiled = _COMPILED[name]
-
-    def run(*args):
+    if _STATE["fused"]:
+        key = (name,) + static + tuple(
+            (t.dtype,) + tuple(size for d, size in enumerate(t.shape) if d not in dims) for t, dims in tensors
+        )
         try:
-            return compiled(*args)
+            compiled = _kernel(name, fn, key)
+            with torch.no_grad():
+                return compiled(*[_mark_dynamic(t, dims) for t, dims in tensors], *static)
         except Exception as err:  # compilation is an optimisation: never let it break a forward pass
             warnings.warn(f"monai_kan: torch.compile of {name} failed ({type(err).__name__}: {err}); "
                           "falling back to eager kernels.", stacklevel=2)
             _STATE["fused"] = False
-            return fn(*args)
-
-    return run
+    return fn(*[t for t, _ in tensors], *static)
 
 
-class _KANConvFunction(torch.autograd.Function):
-    """``conv(expand(x), weight) + bias`` that saves only ``x`` and ``weight`` for backward."""
+def _expansion(x: torch.Tensor, knots: torch.Tensor, spline_order: int, uniform: bool, activation: str):
+    """``(N, C, *spatial)`` -> ``(N, C * (b + G + k), *spatial)``: the convolution input, in ``x``'s dtype."""
+    n, c, length = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+    flat = x.reshape(n, c, length)  # (N, C, L): one compiled graph serves 1D, 2D and 3D
+    out = _run("expand", _expand_kernel, [(flat, (0, 1, 2)), (knots, (0,))], spline_order, uniform, activation)
+    return out.view((n, c * out.shape[2]) + tuple(x.shape[2:]))
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, knots, spline_order, uniform, base_activation, stride, padding, dilation, groups):
-        expanded = _expand_fast(x, knots, spline_order, uniform, base_activation)
-        out = torch.convolution(expanded, weight, bias, stride, padding, dilation, False, [0] * len(stride), groups)
-        ctx.save_for_backward(x, weight, knots)
-        ctx.conf = (spline_order, uniform, base_activation, stride, padding, dilation, groups, bias is not None)
-        return out
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight, knots = ctx.saved_tensors
-        spline_order, uniform, act, stride, padding, dilation, groups, has_bias = ctx.conf
-        expanded = _expand_fast(x, knots, spline_order, uniform, act)
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
+def _width(knots: torch.Tensor, spline_order: int, activation: str) -> int:
+    """Expansion channels per input channel, ``b + G + k``."""
+    return knots.shape[1] - spline_order - 1 + int(activation != "none")
+
+
+# ------------------------------------------------------------------------------------------------- the custom ops
+
+
+def _no_autocast(x: torch.Tensor):
+    # inputs arrive in the compute dtype already; autocast must not re-cast inside
+    return torch.autocast(x.device.type, enabled=False)
+
+
+@torch.library.custom_op("monai_kan::kan_conv", mutates_args=())
+def _kan_conv_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    knots: torch.Tensor,
+    spline_order: int,
+    uniform: bool,
+    activation: str,
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+) -> torch.Tensor:
+    with _no_autocast(x):
+        expanded = _expansion(x, knots, spline_order, uniform, activation)
+        return torch.convolution(expanded, weight, bias, stride, padding, dilation, False, [0] * len(stride), groups)
+
+
+@_kan_conv_op.register_fake
+def _(x, weight, bias, knots, spline_order, uniform, activation, stride, padding, dilation, groups):
+    expanded = x.new_empty((x.shape[0], x.shape[1] * _width(knots, spline_order, activation)) + tuple(x.shape[2:]))
+    return torch.convolution(expanded, weight, bias, stride, padding, dilation, False, [0] * len(stride), groups)
+
+
+@torch.library.custom_op("monai_kan::kan_conv_backward", mutates_args=())
+def _kan_conv_backward_op(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    knots: torch.Tensor,
+    spline_order: int,
+    uniform: bool,
+    activation: str,
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    output_mask: List[bool],
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients for ``x``, ``weight`` and ``bias`` (empty tensors where ``output_mask`` is False)."""
+    width = _width(knots, spline_order, activation)
+    shape = (x.shape[0], x.shape[1] * width) + tuple(x.shape[2:])
+    with _no_autocast(x):
+        # the weight gradient needs the expansion (recomputed here); the input gradient only its shape
+        expanded = _expansion(x, knots, spline_order, uniform, activation) if output_mask[1] else x.new_empty(shape)
         grad_exp, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad_out.contiguous(), expanded, weight, [weight.shape[0]] if has_bias else None,
-            stride, padding, dilation, False, [0] * len(stride), groups, mask,
+            grad_out, expanded, weight, [weight.shape[0]] if output_mask[2] else None,
+            stride, padding, dilation, False, [0] * len(stride), groups, output_mask,
         )
         del expanded
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _maybe_compiled("expand_grad", _expand_grad)(
-                x.flatten(2), grad_exp.flatten(2), knots, spline_order, uniform, act
-            ).view_as(x)
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None, None
+        grad_x = x.new_empty(0)
+        if output_mask[0]:
+            n, c, length = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+            grad_x = _run(
+                "expand_grad", _expand_grad_kernel,
+                [(x.reshape(n, c, length), (0, 1, 2)), (grad_exp.reshape(n, c, width, length), (0, 1, 3)),
+                 (knots, (0,))],
+                spline_order, uniform, activation,
+            ).view(x.shape)
+    return grad_x, grad_w if output_mask[1] else weight.new_empty(0), grad_b if output_mask[2] else weight.new_empty(0)
 
 
-def _expand_fast(x, knots, spline_order, uniform, act):
-    # the elementwise kernels see (N, C, L): one compiled graph serves 1D, 2D and 3D inputs
-    expanded = _maybe_compiled("expand", _expand_with)(x.flatten(2), knots, spline_order, uniform, act)
-    return expanded.view((x.shape[0], expanded.shape[1]) + tuple(x.shape[2:]))
+@_kan_conv_backward_op.register_fake
+def _(grad_out, x, weight, knots, spline_order, uniform, activation, stride, padding, dilation, groups, output_mask):
+    return (torch.empty_like(x) if output_mask[0] else x.new_empty(0),
+            torch.empty_like(weight) if output_mask[1] else weight.new_empty(0),
+            weight.new_empty(weight.shape[0]) if output_mask[2] else weight.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, knots, spline_order, uniform, activation, stride, padding, dilation, groups = inputs
+    ctx.save_for_backward(x, weight, knots)  # x and the weights only: the expansion is recomputed
+    ctx.conf = (spline_order, uniform, activation, stride, padding, dilation, groups, bias is not None)
+
+
+def _backward(ctx, grad_out):
+    x, weight, knots = ctx.saved_tensors
+    spline_order, uniform, activation, stride, padding, dilation, groups, has_bias = ctx.conf
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
+    grad_x, grad_w, grad_b = _kan_conv_backward_op(
+        grad_out.contiguous(), x, weight, knots, spline_order, uniform, activation, stride, padding, dilation,
+        groups, mask,
+    )
+    return (grad_x if mask[0] else None, grad_w if mask[1] else None, grad_b if mask[2] else None,
+            None, None, None, None, None, None, None, None)
+
+
+_kan_conv_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def kan_convolution(
@@ -194,22 +355,25 @@ def kan_convolution(
     dilation: Sequence[int],
     groups: int,
 ) -> torch.Tensor:
-    """KAN convolution ``conv(expand(x), weight)`` with a recomputing backward.
+    """KAN convolution ``conv(expand(x), weight) + bias`` with a recomputing backward (``monai_kan::kan_conv``).
 
     Args:
-        x: ``(N, C_in, *spatial)``.
-        weight: ``(C_out, C_in // groups * (G + k + b), *kernel_size)``, laid out as :func:`expand_bspline`'s
-            channels.
-        bias: ``(C_out,)`` or ``None``.
+        x: ``(N, C_in, *spatial)`` in the compute dtype.
+        weight: ``(C_out, C_in // groups * (b + G + k), *kernel_size)`` in the compute dtype, laid out as
+            :func:`expand_bspline`'s channels.
+        bias: ``(C_out,)`` or ``None``, in the compute dtype.
+        knots: ``(C_in, G + 2k + 1)``, float32 or float64.
+        base_activation: ``None`` or an activation :func:`activation_name` knows.
 
     Returns:
-        ``(N, C_out, *spatial_out)``.
+        ``(N, C_out, *spatial_out)`` in the compute dtype.
+
+    Raises:
+        ValueError: when ``base_activation`` has no fused implementation.
     """
-    stride, padding, dilation = list(stride), list(padding), list(dilation)
-    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    if not needs_grad:
-        expanded = _expand_fast(x, knots, spline_order, uniform, base_activation)
-        return torch.convolution(expanded, weight, bias, stride, padding, dilation, False, [0] * len(stride), groups)
-    return _KANConvFunction.apply(
-        x, weight, bias, knots, spline_order, uniform, base_activation, stride, padding, dilation, groups
-    )
+    name = activation_name(base_activation)
+    if name is None:
+        raise ValueError(f"`base_activation` {type(base_activation).__name__} has no fused implementation; "
+                         f"supported: None, {', '.join(_ACTIVATIONS)}.")
+    return _kan_conv_op(x, weight, bias, knots, int(spline_order), bool(uniform), name, list(stride), list(padding),
+                        list(dilation), int(groups))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from monai.utils import ensure_tuple_rep
 
 from monai_kan.layers.bspline_kan import BSplineKANBase
+from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
 
 __all__ = ["KANConv"]
 
@@ -100,6 +101,11 @@ class KANConv(BSplineKANBase):
         self._pad_pairs: List[int] = [p for p in reversed(self.padding) for _ in range(2)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and is_meta_tensor(x):
+            return with_meta_of(self._forward(plain_tensor(x)), x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"KANConv expected input of shape (N, {self.in_channels}, <{self.spatial_dims} spatial dims>), "
@@ -111,7 +117,7 @@ class KANConv(BSplineKANBase):
         if self.padding_mode != "zeros":
             x = F.pad(x, self._pad_pairs, mode=self.padding_mode)
             padding = [0] * self.spatial_dims
-        return self._kan_conv(x, self._fused_weight(), self.stride, padding, self.dilation)
+        return self._kan_conv(x, self.stride, padding, self.dilation)
 
     def extra_repr(self) -> str:
         return (f"spatial_dims={self.spatial_dims}, {self.in_channels}, {self.out_channels}, "

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from monai_kan.layers.bspline_kan import BSplineKANBase
+from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
 
 __all__ = ["KANLinear"]
 
@@ -53,14 +54,23 @@ class KANLinear(BSplineKANBase):
         self.out_features = out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and is_meta_tensor(x):
+            return with_meta_of(self._forward(plain_tensor(x)), x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"KANLinear expected input of shape (..., {self.in_features}), got {list(x.shape)}.")
         if not x.is_floating_point():
             raise TypeError(f"KANLinear expected a floating-point input, got {x.dtype}.")
         lead = x.shape[:-1]
-        columns = x.reshape(-1, self.in_features).t().contiguous().unsqueeze(0)  # (1, in, M): positions as length
-        y = self._kan_conv(columns, self._fused_weight().unsqueeze(-1), [1], [0], [1])  # (1, out, M)
-        return y.squeeze(0).t().reshape(list(lead) + [self.out_features])
+        rows = x.reshape(-1, self.in_features)  # (M, in)
+        if rows.shape[0] == 0:  # no positions: a length-0 convolution is an error, a batch of 0 is not
+            y = self._kan_conv(rows.unsqueeze(-1), [1], [0], [1]).squeeze(-1)  # (0, out)
+        else:
+            columns = rows.t().contiguous().unsqueeze(0)  # (1, in, M): positions as length
+            y = self._kan_conv(columns, [1], [0], [1]).squeeze(0).t()  # (M, out)
+        return y.reshape(list(lead) + [self.out_features])
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, " + super().extra_repr()

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from monai_kan.layers.kae import KAELayer
 from monai_kan.layers.kan_linear import KANLinear
+from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
 
 __all__ = ["KAE", "AUTOENCODER_LAYERS", "register_autoencoder_layer"]
 
@@ -117,4 +118,9 @@ class KAE(nn.Module):
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and is_meta_tensor(x):
+            return with_meta_of(self._forward(plain_tensor(x)), x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(self._flatten(x)))

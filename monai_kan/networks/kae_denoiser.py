@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
 from monai_kan.networks.kae import KAE
 
 __all__ = ["PatchKAE"]
@@ -116,6 +117,11 @@ class PatchKAE(nn.Module):
         return pads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and is_meta_tensor(x):
+            return with_meta_of(self._forward(plain_tensor(x)), x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self.spatial_dims + 2:
             raise ValueError(
                 f"PatchKAE(spatial_dims={self.spatial_dims}) expected input of shape (N, C, *spatial) with "
@@ -128,8 +134,8 @@ class PatchKAE(nn.Module):
             )
         if not x.is_floating_point():
             raise TypeError(f"PatchKAE expected a floating-point input, got {x.dtype}.")
-        if x.numel() == 0:
-            raise ValueError(f"PatchKAE got an empty input of shape {list(x.shape)}.")
+        if any(size == 0 for size in x.shape[2:]):
+            raise ValueError(f"PatchKAE got an input with an empty spatial dimension, shape {list(x.shape)}.")
         spatial: List[int] = list(x.shape[2:])
         pads = self._padding(spatial)
         padded = F.pad(x, pads, mode="replicate")
@@ -137,7 +143,7 @@ class PatchKAE(nn.Module):
         cols = self._extract(padded)  # (N, C * p^d, L)
         n = cols.shape[0]
         rows = cols.transpose(1, 2).reshape(-1, self.patch_features)  # (N * L, C * p^d): one patch per row
-        recon = self.kae(rows).view(n, -1, self.patch_features).transpose(1, 2)  # (N, C * p^d, L)
+        recon = self.kae(rows).view(n, cols.shape[2], self.patch_features).transpose(1, 2)  # (N, C * p^d, L)
         summed = self._place(recon, padded_size)  # (N, C, *padded)
         counts = self._place(torch.ones_like(recon[:1]), padded_size)  # patches covering each pixel, all >= 1
         out = summed / counts

@@ -11,8 +11,8 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.utils import get_norm_layer
 from monai.utils import ensure_tuple_rep
 
-from monai_kan.blocks.kan_blocks import KANConvBlock, KANResidualUnit
-from monai_kan.layers.kan_conv import KANConv
+from monai_kan.blocks.kan_blocks import CONV_TYPES, KANConvBlock, KANResidualUnit, make_conv
+from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
 
 __all__ = ["KMUNet", "KMUnet"]
 
@@ -45,6 +45,13 @@ class KMUNet(nn.Module):
             :class:`~monai_kan.layers.KANConv`.
         upsample: ``"deconv"`` (learnable transposed conv, default) or ``"nontrainable"`` (interpolation; all
             learning then sits in KAN convolutions).
+        conv_type: ``"kan"`` (default), or ``"standard"`` for the ablation twin: the same topology with every KAN
+            convolution replaced by ``base_activation -> nn.Conv`` of the same channels, kernel and stride (each
+            KAN edge with its B-spline term removed; see :func:`~monai_kan.blocks.make_conv`). Comparing the two
+            isolates what the splines add.
+
+    ``MetaTensor`` inputs run on the plain tensor (no ``__torch_function__`` overhead, no recompiles) and the output
+    is a ``MetaTensor`` with the input's metadata, as MONAI's own networks return.
 
     Input ``(N, in_channels, *spatial)`` with every spatial size divisible by ``prod(strides)``; output
     ``(N, out_channels, *spatial)``.
@@ -72,6 +79,7 @@ class KMUNet(nn.Module):
         base_activation: Union[str, tuple, nn.Module, None] = "silu",
         standalone_scale_spline: bool = True,
         upsample: str = "deconv",
+        conv_type: str = "kan",
     ) -> None:
         super().__init__()
         if spatial_dims not in (1, 2, 3):
@@ -100,6 +108,8 @@ class KMUNet(nn.Module):
                 raise ValueError(f"`{name}` values should be odd, got {ks}.")
         if num_res_units < 0:
             raise ValueError(f"`num_res_units` must be >= 0, got {num_res_units}.")
+        if conv_type not in CONV_TYPES:
+            raise ValueError(f"`conv_type` must be one of {CONV_TYPES}, got {conv_type!r}.")
         if upsample not in ("deconv", "nontrainable"):
             raise ValueError(f"`upsample` must be 'deconv' or 'nontrainable', got {upsample!r}.")
 
@@ -110,6 +120,7 @@ class KMUNet(nn.Module):
         self.strides = tuple(strides)
         self.num_res_units = num_res_units
         self.upsample = upsample
+        self.conv_type = conv_type
         # each spatial size must be divisible by the product of the strides along it
         self.size_divisor: List[int] = [
             int(torch.tensor([s[d] for s in strides]).prod()) for d in range(spatial_dims)
@@ -120,8 +131,8 @@ class KMUNet(nn.Module):
         def block(c_in: int, c_out: int, stride) -> nn.Module:
             if num_res_units > 0:
                 return KANResidualUnit(spatial_dims, c_in, c_out, stride, kernel_size, num_res_units, norm, dropout,
-                                       kan_kwargs)
-            return KANConvBlock(spatial_dims, c_in, c_out, stride, kernel_size, norm, dropout, kan_kwargs)
+                                       kan_kwargs, conv_type)
+            return KANConvBlock(spatial_dims, c_in, c_out, stride, kernel_size, norm, dropout, kan_kwargs, conv_type)
 
         self.encoders = nn.ModuleList(
             [block(in_channels if i == 0 else channels[i - 1], channels[i], 1 if i == 0 else strides[i - 1])
@@ -141,7 +152,8 @@ class KMUNet(nn.Module):
         self.decoders = nn.ModuleList(decoders)
         self.head = nn.Sequential(
             get_norm_layer(norm, spatial_dims, channels[0]) if norm else nn.Identity(),
-            KANConv(spatial_dims, channels[0], out_channels, kernel_size=1, bias=True, **kan_kwargs),
+            make_conv(conv_type, spatial_dims, channels[0], out_channels, kernel_size=1, bias=True,
+                      kan_kwargs=kan_kwargs),
         )
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -161,6 +173,11 @@ class KMUNet(nn.Module):
                 )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and is_meta_tensor(x):
+            return with_meta_of(self._forward(plain_tensor(x)), x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         skips: List[torch.Tensor] = []
         for encoder in self.encoders:
