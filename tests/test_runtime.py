@@ -2,6 +2,8 @@
 failed checkpoint loads, and the plain-convolution twin of KMUNet (eager kernels; compiled ones in test_fused.py)."""
 
 import copy
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -275,9 +277,22 @@ def test_standard_twin_has_the_same_topology_without_splines():
 # --------------------------------------------------------------------------------------------------------- CUDA
 
 
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).resolve().parents[1] / "scripts" /
+                                                  "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_script_passes_on_the_cpu_with_eager_kernels():
+    """The script a GPU session runs: its float64 reference, tolerances and twin-relative network check hold on the
+    CPU (the fused kernels there are checked in test_fused.py)."""
+    worst = _gpu_check().check_against_cpu_reference(torch.device("cpu"), kernels=("eager",))
+    assert worst and all(err < tol for err, tol in worst.values()), worst
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu_float64_reference():
-    from scripts.gpu_check import check_against_cpu_reference
-
-    worst = check_against_cpu_reference(torch.device("cuda"))
+    worst = _gpu_check().check_against_cpu_reference(torch.device("cuda"))
     assert all(err < tol for err, tol in worst.values()), worst

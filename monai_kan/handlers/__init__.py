@@ -8,6 +8,7 @@ from .checkpoint import (
     TrainingStateSaver,
     atomic_save,
     check_fresh_run,
+    load_network_state,
     load_trained_model,
     unwrap_model,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "choose",
     "class_output_transform",
     "find_bundle_root",
+    "load_network_state",
     "load_trained_model",
     "per_class_metrics",
     "unwrap_model",
