@@ -139,8 +139,9 @@ class BSplineKANBase(nn.Module):
         return self.spline_weight
 
     def _fused_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        """Convolution weight ``(out, in // groups * (b + G + k), *kernel_size)`` (kernel ``(1,)`` for the linear layer) laid out as the expansion, formed in
-        at least float32 (the scaler product is not rounded twice) and cast once to the compute ``dtype``."""
+        """Convolution weight ``(out, in // groups * (b + G + k), *kernel_size)`` (kernel ``(1,)`` for the linear
+        layer) laid out as the expansion, formed in at least float32 (the scaler product is not rounded twice) and
+        cast once to the compute ``dtype``."""
         wdtype = basis_dtype(self.spline_weight.dtype)
         coef = self.spline_weight.to(wdtype)
         if self.spline_scaler is not None:
@@ -148,7 +149,9 @@ class BSplineKANBase(nn.Module):
         coef = coef.movedim(-1, 2)  # (out, in // groups, G + k, *kernel_size)
         if self.base_weight is not None:
             coef = torch.cat([self.base_weight.to(wdtype).unsqueeze(2), coef], dim=2)
-        weight = coef.flatten(1, 2).to(dtype)
+        # contiguous: without a base branch the movedim above can leave strides that look channels-last, and the
+        # convolution picks its memory format from its weight
+        weight = coef.flatten(1, 2).to(dtype).contiguous()
         if weight.dim() == 2:  # the linear layer runs as a kernel-1 convolution
             weight = weight.unsqueeze(-1)
         return weight
