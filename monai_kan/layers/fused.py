@@ -152,10 +152,12 @@ def expand_bspline(
 def _expand_kernel(x: torch.Tensor, knots: torch.Tensor, spline_order: int, uniform: bool, activation: str):
     """``(N, C, L)`` in the compute dtype -> ``(N, C, b + G + k, L)`` in the compute dtype, evaluated in >= fp32."""
     xb = x.to(basis_dtype(x.dtype))
-    basis = _basis(xb, knots, spline_order, uniform)
+    # each part is rounded before the concatenation, so that the fused kernel writes the compute dtype directly
+    # (a cast after it would first write a float32 copy of the whole expansion)
+    basis = _basis(xb, knots, spline_order, uniform).to(x.dtype)
     if activation != "none":
-        basis = torch.cat([_ACTIVATIONS[activation][0](xb).unsqueeze(2), basis], dim=2)
-    return basis.to(x.dtype)
+        basis = torch.cat([_ACTIVATIONS[activation][0](xb).to(x.dtype).unsqueeze(2), basis], dim=2)
+    return basis
 
 
 def _expand_grad_kernel(
