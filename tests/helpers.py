@@ -1,4 +1,7 @@
-"""Helpers shared by the bundle tests."""
+"""Helpers shared by the tests."""
+
+import torch
+import torch.nn as nn
 
 
 def error_chain(exc: BaseException) -> str:
@@ -8,3 +11,17 @@ def error_chain(exc: BaseException) -> str:
         parts.append(f"{type(exc).__name__}: {exc}")
         exc = exc.__cause__ or exc.__context__
     return "\n".join(parts)
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the distinct non-parameter storages autograd saves for backward while running ``fn``."""
+    seen = {}
+
+    def pack(t):
+        if not isinstance(t, nn.Parameter):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())

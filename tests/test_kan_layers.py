@@ -12,6 +12,8 @@ from scipy.interpolate import BSpline
 from monai_kan.layers import KANConv, KANLinear
 from monai_kan.layers.fused import kan_convolution
 
+from helpers import saved_bytes
+
 
 def randomize(layer: nn.Module, seed: int = 0) -> nn.Module:
     """Give every parameter a non-trivial value so that no term of the formula hides behind its initialisation."""
@@ -158,20 +160,7 @@ def test_saved_memory_is_that_of_a_plain_conv():
     layer = KANConv(2, 8, 8)
     x = torch.randn(2, 8, 32, 32, requires_grad=True)
     conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
-
-    def saved(fn):
-        seen = {}
-
-        def pack(t):
-            if not isinstance(t, nn.Parameter):
-                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            fn()
-        return sum(seen.values())
-
-    assert saved(lambda: layer(x)) <= 1.5 * saved(lambda: conv(x))
+    assert saved_bytes(lambda: layer(x)) <= 1.5 * saved_bytes(lambda: conv(x))
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])

@@ -16,21 +16,9 @@ from monai_kan.layers.fourier_kan import FourierKANLinear
 from monai_kan.layers.wavelet_kan import WaveletKANLinear
 from monai_kan.networks import KAE, KMUNet, PatchKAE
 
+from helpers import saved_bytes
+
 LOW = [torch.bfloat16, torch.float16]
-
-
-def saved_bytes(fn) -> int:
-    """Bytes of the distinct non-parameter storages autograd saves for backward while running ``fn``."""
-    seen = {}
-
-    def pack(t):
-        if not isinstance(t, nn.Parameter):
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
 
 
 def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
