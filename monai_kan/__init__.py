@@ -12,7 +12,6 @@ from .layers.wavelet_kan import WaveletKANLinear
 from .layers.grid import (
     extend_grid,
     extend_network_grids,
-    match_kan_grids,
     replace_optimizer_params,
     update_grid,
     update_network_grids,
@@ -42,7 +41,6 @@ __all__ = [
     "bspline_basis",
     "extend_grid",
     "extend_network_grids",
-    "match_kan_grids",
     "prune_kan",
     "replace_optimizer_params",
     "update_grid",

@@ -11,11 +11,10 @@ from monai_kan.layers import KANConv, KANLinear
 from monai_kan.layers.grid import (
     EDGE_NORM_FLOOR,
     _quotas,
-    channel_samples,
     extend_grid,
     extend_network_grids,
     gather_channel_samples,
-    match_kan_grids,
+    kan_layers,
     record_kan_inputs,
     replace_optimizer_params,
     update_grid,
@@ -168,9 +167,8 @@ def test_network_update_extend_and_optimizer():
     opt.step()  # no shape mismatch with the old Adam state
     # a checkpoint after extension loads into a network built with the original grid size
     fresh = KMUNet(2, 1, 2, channels=(4, 8), strides=(2,))
-    resized = match_kan_grids(fresh, net.state_dict())
-    fresh.load_state_dict(net.state_dict())
-    assert len(resized) == len(res)
+    fresh.load_state_dict(net.state_dict())  # each KAN layer adopts the saved grid (BSplineKANBase.resize_grid)
+    assert all(a.grid_size == b.grid_size == 10 for (_, a), (_, b) in zip(kan_layers(fresh), kan_layers(net)))
     net.eval(), fresh.eval()
     with torch.no_grad():
         assert torch.allclose(fresh(x), net(x))
@@ -307,7 +305,7 @@ def test_sample_quotas_and_local_gather():
         assert all(abs(a - cap * c / sum(counts)) < 1 for a, c in zip(q, counts))  # proportional
     layer = KANConv(2, 3, 4)
     x = torch.randn(2, 3, 8, 8)
-    assert torch.equal(gather_channel_samples(layer, x, 50), channel_samples(layer, x, 50).double())
+    assert torch.equal(gather_channel_samples(layer, x, 50), layer.sample_channels(x, 50).double())
     assert gather_channel_samples(layer, None) is None  # one process: no collective
     with pytest.raises(RuntimeError, match="process group"):
         update_grid(layer, x, distributed=True)

@@ -251,3 +251,36 @@ def test_loading_a_checkpoint_with_another_grid_size_adopts_it():
     assert small.grid_size == 8 and small.n_basis == 11 and small.uniform_grid
     x = torch.randn(1, 3, 6, 6)
     torch.testing.assert_close(small(x), big(x))
+
+
+def test_the_layer_describes_itself_to_tools():
+    """What grid update, pruning, regularisation and visualisation need comes from the layer's own methods."""
+    torch.manual_seed(0)
+    lin = randomize(KANLinear(3, 4))
+    x = torch.randn(6, 3)
+    # the output is the sum over inputs of the edge functions at each input value
+    per_edge = lin.edge_functions(x)  # (out, in, n)
+    torch.testing.assert_close(per_edge.sum(1).t(), lin(x), rtol=1e-5, atol=1e-5)
+    conv = randomize(KANConv(2, 4, 6, groups=2))
+    assert conv.channel_dim == 1 and lin.channel_dim == -1
+    xc = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(conv.channel_values(xc), xc.movedim(1, -1).reshape(-1, 4))
+    assert conv.sample_channels(xc, 7).shape == (7, 4)
+    with pytest.raises(ValueError, match="4 channels on dim 1"):
+        conv.channel_values(torch.randn(2, 3, 5, 5))
+    # edge-major layout: every edge reading input channel c, and back
+    w = conv.spline_weight
+    major = conv.edge_major(w)
+    assert major.shape == (4, w.shape[-1], 3 * 9)  # 2 groups: 3 outputs read each input, 9 kernel offsets
+    torch.testing.assert_close(conv.edge_minor(major), w)
+    chan = conv.edge_input_channels()
+    assert chan.tolist() == [[0, 1]] * 3 + [[2, 3]] * 3
+    assert torch.equal(major[2, :, 0], w[3, 0, 0, 0])  # input channel 2 is read by output 3 (group 1) first
+    # the grid interior [t_k, t_{G+k}] is grid_range for uniform knots
+    interior = conv.grid_interior(4)
+    assert interior.shape == (4, 4) and float(interior.min()) > -1 and float(interior.max()) < 1
+    # resizing the grid: new knots and control points of the matching size, the old parameter returned
+    old = conv.resize_grid(conv.knots.shape[1] + 3)
+    assert old is w and conv.grid_size == 8 and conv.spline_weight.shape[-1] == 11
+    with pytest.raises(ValueError, match="n_knots"):
+        conv.resize_grid(conv.spline_order + 1)

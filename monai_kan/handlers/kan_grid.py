@@ -51,8 +51,8 @@ class KANGridHandler:
     ``history`` keeps ``(count, action, worst rel_error, worst max_edge_error)`` per event.
 
     Note:
-        After an extension the checkpoint's ``knots``/``spline_weight`` have the new size: build the inference
-        network with the final ``grid_size``, or call :func:`monai_kan.layers.grid.match_kan_grids` before loading.
+        After an extension the checkpoint's ``knots``/``spline_weight`` have the new size; a network built with
+        the original ``grid_size`` adopts it in ``load_state_dict`` (:meth:`~monai_kan.layers.BSplineKANBase.resize_grid`).
 
         Under ``DistributedDataParallel`` (``network`` the wrapper, the handler attached on every rank) grid updates
         are collective and keep the replicas identical: the knots are placed on, and the splines refitted to, the

@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 from monai.networks.layers.utils import get_act_layer
 
-from monai_kan.basis.bspline import is_uniform_knots, make_knots, num_basis
+from monai_kan.basis.bspline import bspline_basis, is_uniform_knots, make_knots, num_basis
 from monai_kan.layers.fused import activation_name, basis_dtype, expand_bspline, kan_convolution
 
-__all__ = ["BSplineKANBase", "get_base_activation"]
+__all__ = ["BSplineKANBase", "get_base_activation", "sample_rows"]
 
 
 def get_base_activation(base_activation: Union[str, tuple, nn.Module, None]) -> Optional[nn.Module]:
@@ -43,17 +43,32 @@ def get_base_activation(base_activation: Union[str, tuple, nn.Module, None]) -> 
     )
 
 
+def sample_rows(n: int, m: int, device: torch.device) -> torch.Tensor:
+    """``m`` of ``n`` row indices, reproducibly (a fixed generator leaves the training's random stream alone)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:m].to(device)
+
+
 class BSplineKANBase(nn.Module):
+    channel_dim: int = -1
+
     """Parameters and introspection shared by :class:`~monai_kan.layers.KANLinear` and
     :class:`~monai_kan.layers.KANConv`; ``kernel_size`` is ``()`` for the linear layer.
 
+    The layer owns the knowledge tools need about it (grid update, pruning, regularisation, visualisation call
+    these instead of reading the layout): :attr:`channel_dim`, :meth:`channel_values`, :meth:`sample_channels`,
+    :meth:`grid_interior`, :meth:`edge_input_channels`, :meth:`edge_weight`, :meth:`edge_major`,
+    :meth:`edge_minor`, :meth:`edge_functions` and :meth:`resize_grid`.
+
     Attributes:
+        channel_dim: the input's channel axis: ``1`` for ``(N, C, *spatial)`` convolutions, ``-1`` for linear layers.
         knots: buffer ``(in_channels, G + 2k + 1)``, the knot vector of each input channel.
         spline_weight: ``(out, in // groups, *kernel_size, G + k)`` control points (before ``spline_scaler``).
         spline_scaler: ``(out, in // groups, *kernel_size)`` per-edge scale, or ``None``.
         base_weight: ``(out, in // groups, *kernel_size)`` weight of the base branch, or ``None``.
         bias: ``(out,)`` or ``None``.
     """
+
+    channel_dim: int = -1
 
     def __init__(
         self,
@@ -137,6 +152,102 @@ class BSplineKANBase(nn.Module):
         if self.spline_scaler is not None:
             return self.spline_weight * self.spline_scaler.unsqueeze(-1)
         return self.spline_weight
+
+    # ------------------------------------------------------------------------------ what tools need to know
+
+    def channel_values(self, x: torch.Tensor) -> torch.Tensor:
+        """All values of the input ``x`` as ``(M, in_channels)`` rows (detached, unchecked).
+
+        Raises:
+            ValueError: when ``x`` does not have ``in_channels`` channels on :attr:`channel_dim`.
+        """
+        if x.dim() < 1 or x.shape[self.channel_dim] != self.in_channels:
+            raise ValueError(f"`x` must have {self.in_channels} channels on dim {self.channel_dim}, "
+                             f"got shape {list(x.shape)}.")
+        return x.detach().movedim(self.channel_dim, -1).reshape(-1, self.in_channels)
+
+    def sample_channels(self, x: torch.Tensor, max_samples: Optional[int] = 65536) -> torch.Tensor:
+        """Values of each input channel in ``x`` as ``(M, in_channels)``, at most ``max_samples`` rows (a random
+        subset of positions shared by all channels, drawn by :func:`sample_rows`).
+
+        Raises:
+            ValueError: when ``x`` has the wrong number of channels or non-finite values.
+        """
+        s = self.channel_values(x)
+        if not bool(torch.isfinite(s).all()):
+            raise ValueError("`x` must be finite to place knots and refit the splines.")
+        if max_samples is not None and s.shape[0] > max_samples:
+            s = s[sample_rows(s.shape[0], max_samples, s.device)]
+        return s
+
+    def grid_interior(self, n: int) -> torch.Tensor:
+        """``(n, in_channels)`` float64 points evenly covering each channel's grid interior ``[t_k, t_{G+k}]``
+        (midpoints of ``n`` equal cells), where the splines are fully supported."""
+        k = self.spline_order
+        lo, hi = self.knots[:, k].double(), self.knots[:, self.knots.shape[1] - k - 1].double()
+        u = (torch.arange(n, dtype=torch.float64, device=self.knots.device) + 0.5) / n
+        return lo + u[:, None] * (hi - lo)
+
+    def edge_input_channels(self) -> torch.Tensor:
+        """``(out, in // groups)`` index of the input channel each edge reads (groups taken into account)."""
+        out, cin_g = self.spline_weight.shape[0], self.spline_weight.shape[1]
+        dev = self.spline_weight.device
+        return (torch.arange(out, device=dev)[:, None] // (out // self.groups)) * cin_g + torch.arange(cin_g, device=dev)
+
+    def edge_weight(self) -> torch.Tensor:
+        """``(out, in // groups, b + G + k, *kernel_size)``: per edge, the base weight (if any) then the effective
+        control points: the weights of the expansion's channels."""
+        coef = self.coefficients().movedim(-1, 2)
+        if self.base_weight is not None:
+            coef = torch.cat([self.base_weight.unsqueeze(2), coef], dim=2)
+        return coef
+
+    def edge_major(self, w: torch.Tensor) -> torch.Tensor:
+        """``(out, in // groups, *kernel_size, n)`` per-edge values (e.g. ``spline_weight``) ->
+        ``(in_channels, n, E)``: those of the ``E`` edges reading each input channel."""
+        out, cin_g, n = w.shape[0], w.shape[1], w.shape[-1]
+        w = w.reshape(self.groups, out // self.groups, cin_g, -1, n)  # (g, out/g, in/g, K, n)
+        return w.permute(0, 2, 4, 1, 3).reshape(self.groups * cin_g, n, -1)
+
+    def edge_minor(self, w: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`edge_major`: ``(in_channels, n, E)`` -> ``(out, in // groups, *kernel_size, n)``."""
+        out, cin_g, n = self.spline_weight.shape[0], self.spline_weight.shape[1], w.shape[1]
+        w = w.reshape(self.groups, cin_g, n, out // self.groups, -1).permute(0, 3, 1, 4, 2)  # (g, out/g, in/g, K, n)
+        return w.reshape((out, cin_g) + tuple(self.spline_weight.shape[2:-1]) + (n,))
+
+    def edge_functions(self, xs: torch.Tensor) -> torch.Tensor:
+        """Every edge function ``F(x) = w * act(x) + sum_b c_b B_b(x)`` at the points ``xs`` ``(n, in_channels)``
+        (one column of points per input channel), as ``(out, in // groups, *kernel_size, n)``."""
+        xs = xs.to(self.knots)
+        out, cin_g = self.spline_weight.shape[0], self.spline_weight.shape[1]
+        chan = self.edge_input_channels()
+        extra = self.spline_weight.dim() - 3
+        basis = bspline_basis(xs, self.knots, self.spline_order)  # (n, C, n_basis)
+        b = basis.permute(1, 2, 0)[chan].reshape((out, cin_g) + (1,) * extra + basis.shape[2:] + basis.shape[:1])
+        y = (self.coefficients().to(b.dtype).unsqueeze(-1) * b).sum(-2)  # (out, in/g, *K, n)
+        if self.base_weight is not None:
+            act = self.base_activation(xs).t()[chan].reshape((out, cin_g) + (1,) * extra + (xs.shape[0],))
+            y = y + self.base_weight.to(b.dtype).unsqueeze(-1) * act
+        return y
+
+    def resize_grid(self, n_knots: int) -> nn.Parameter:
+        """Give the layer ``n_knots`` knots per channel: new (uninitialised) ``knots`` and ``spline_weight`` of the
+        matching basis size, ``grid_size`` updated; the caller fills them. Returns the former ``spline_weight``
+        (an optimizer holding it must be told: :func:`~monai_kan.layers.grid.replace_optimizer_params`).
+
+        Raises:
+            ValueError: when ``n_knots`` leaves no basis function (``< spline_order + 2``).
+        """
+        n = n_knots - self.spline_order - 1
+        if n < 1:
+            raise ValueError(f"`n_knots` must be at least spline_order + 2 = {self.spline_order + 2}, got {n_knots}.")
+        old = self.spline_weight
+        self.knots = self.knots.new_empty((self.in_channels, n_knots))
+        self.spline_weight = nn.Parameter(old.new_empty(old.shape[:-1] + (n,)), requires_grad=old.requires_grad)
+        self.grid_size = n - self.spline_order
+        return old
+
+    # ------------------------------------------------------------------------------------------- computation
 
     def _fused_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """Convolution weight ``(out, in // groups * (b + G + k), *kernel_size)`` (kernel ``(1,)`` for the linear
@@ -235,11 +346,7 @@ class BSplineKANBase(nn.Module):
         if knots is not None and weight is not None and knots.dim() == 2 and knots.shape[1] != self.knots.shape[1]:
             n = knots.shape[1] - self.spline_order - 1
             if knots.shape[0] == self.in_channels and tuple(weight.shape) == tuple(self.spline_weight.shape[:-1]) + (n,):
-                # a checkpoint saved after grid extension (G -> G'): adopt its grid size before copying values
-                self.knots = self.knots.new_empty(knots.shape)
-                self.spline_weight = nn.Parameter(self.spline_weight.new_empty(tuple(weight.shape)),
-                                                  requires_grad=self.spline_weight.requires_grad)
-                self.grid_size = n - self.spline_order
+                self.resize_grid(knots.shape[1])  # a checkpoint saved after grid extension (G -> G'): adopt its size
             elif weight.dim() >= 1 and knots.shape[1] - weight.shape[-1] - 1 != self.spline_order:
                 error_msgs.append(
                     f"{prefix}knots {list(knots.shape)} and {prefix}spline_weight {list(weight.shape)} of the "

@@ -32,13 +32,12 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from monai_kan.basis.bspline import bspline_basis, is_uniform_knots
-from monai_kan.layers.bspline_kan import BSplineKANBase
+from monai_kan.layers.bspline_kan import BSplineKANBase, sample_rows
 
 __all__ = [
     "GridRefit",
     "EDGE_NORM_FLOOR",
     "kan_layers",
-    "channel_samples",
     "gather_channel_samples",
     "data_knots",
     "refined_knots",
@@ -50,52 +49,12 @@ __all__ = [
     "update_network_grids",
     "extend_network_grids",
     "replace_optimizer_params",
-    "match_kan_grids",
 ]
 
 
 def kan_layers(net: nn.Module) -> List[Tuple[str, BSplineKANBase]]:
     """``(qualified name, layer)`` of every B-spline KAN layer (``KANLinear``/``KANConv``) in ``net``."""
     return [(name, m) for name, m in net.named_modules() if isinstance(m, BSplineKANBase)]
-
-
-def _channel_dim(layer: BSplineKANBase) -> int:
-    return 1 if hasattr(layer, "spatial_dims") else -1  # KANConv: (N, C, *spatial); KANLinear: (..., C)
-
-
-def _channel_rows(layer: BSplineKANBase, x: torch.Tensor) -> torch.Tensor:
-    """All input values of ``layer`` in ``x`` as ``(M, C)`` rows (detached; no check of the values)."""
-    dim = _channel_dim(layer)
-    if x.dim() < 1 or x.shape[dim] != layer.in_channels:
-        raise ValueError(f"`x` must have {layer.in_channels} channels on dim {dim}, got shape {list(x.shape)}.")
-    return x.detach().movedim(dim, -1).reshape(-1, layer.in_channels)
-
-
-def _subset(n: int, m: int, device: torch.device) -> torch.Tensor:
-    """``m`` of ``n`` row indices, reproducibly (a fixed generator leaves the training's random stream alone)."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:m].to(device)
-
-
-def channel_samples(layer: BSplineKANBase, x: torch.Tensor, max_samples: Optional[int] = 65536) -> torch.Tensor:
-    """Input values of each channel of ``layer`` as ``(M, C)``, at most ``max_samples`` rows (random subset).
-
-    Args:
-        layer: a B-spline KAN layer.
-        x: an input of the layer, ``(N, C, *spatial)`` for a convolution, ``(..., C)`` for a linear layer.
-        max_samples: cap on ``M`` (a random subset of positions, shared by all channels); ``None`` keeps all.
-
-    Returns:
-        ``(M, C)`` samples in the dtype of ``x``, of this process only (see :func:`gather_channel_samples`).
-
-    Raises:
-        ValueError: when ``x`` has the wrong number of channels or non-finite values.
-    """
-    s = _channel_rows(layer, x)
-    if not bool(torch.isfinite(s).all()):
-        raise ValueError("`x` must be finite to place knots and refit the splines.")
-    if max_samples is not None and s.shape[0] > max_samples:
-        s = s[_subset(s.shape[0], max_samples, s.device)]
-    return s
 
 
 def _distributed(distributed: Optional[bool]) -> bool:
@@ -124,12 +83,12 @@ def _quotas(counts: Sequence[int], max_samples: Optional[int]) -> List[int]:
 def gather_channel_samples(
     layer: BSplineKANBase, x: Optional[torch.Tensor], max_samples: Optional[int] = 65536
 ) -> Optional[torch.Tensor]:
-    """The samples of :func:`channel_samples` of all ranks, concatenated in rank order (a collective call).
+    """The samples of :meth:`~monai_kan.layers.BSplineKANBase.sample_channels` of all ranks, concatenated in rank order (a collective call).
 
     Ranks may hold different numbers of positions (or none: ``x=None``). ``max_samples`` caps the total; each rank
     contributes a random subset in proportion to its number of positions, so the result is a subsample of the union
-    of all ranks' data, as :func:`channel_samples` would draw from the concatenated batches. Outside
-    ``torch.distributed`` (or with one process) this is :func:`channel_samples` of the local ``x``.
+    of all ranks' data, as :meth:`~monai_kan.layers.BSplineKANBase.sample_channels` would draw from the concatenated batches. Outside
+    ``torch.distributed`` (or with one process) this is :meth:`~monai_kan.layers.BSplineKANBase.sample_channels` of the local ``x``.
 
     Args:
         layer: a B-spline KAN layer (the same one on every rank).
@@ -144,10 +103,10 @@ def gather_channel_samples(
             every rank).
     """
     if not _distributed(None):
-        return None if x is None else channel_samples(layer, x, max_samples).double()
+        return None if x is None else layer.sample_channels(x, max_samples).double()
     world, rank = dist.get_world_size(), dist.get_rank()
     device = layer.knots.device
-    local = None if x is None else _channel_rows(layer, x).to(device)
+    local = None if x is None else layer.channel_values(x).to(device)
     n = 0 if local is None else local.shape[0]
     bad = 0 if local is None else int(not bool(torch.isfinite(local).all()))
     info = torch.tensor([n, bad], dtype=torch.int64, device=device)
@@ -161,7 +120,7 @@ def gather_channel_samples(
     quotas = _quotas(counts, max_samples)
     buf = torch.zeros(max(quotas), layer.in_channels, dtype=torch.float64, device=device)  # equal sizes: padded
     if quotas[rank]:
-        rows = local if quotas[rank] == n else local[_subset(n, quotas[rank], device)]
+        rows = local if quotas[rank] == n else local[sample_rows(n, quotas[rank], device)]
         buf[: quotas[rank]] = rows
     bufs = [torch.empty_like(buf) for _ in range(world)]
     dist.all_gather(bufs, buf)
@@ -281,20 +240,6 @@ def _grams(layer: BSplineKANBase, samples: torch.Tensor, new_knots: torch.Tensor
     return g_new, cross, g_old, a_old_sum, a_sq, a_sq_in
 
 
-def _edge_major(w: torch.Tensor, groups: int) -> torch.Tensor:
-    """``(out, in // g, *K, n)`` -> ``(in, n, E)``: the control points of every edge reading each input channel."""
-    out, cin_g, n = w.shape[0], w.shape[1], w.shape[-1]
-    w = w.reshape(groups, out // groups, cin_g, -1, n)  # (g, out/g, in/g, K, n)
-    return w.permute(0, 2, 4, 1, 3).reshape(groups * cin_g, n, -1)
-
-
-def _edge_minor(w: torch.Tensor, like: torch.Tensor, groups: int) -> torch.Tensor:
-    """Inverse of :func:`_edge_major` with the basis size of ``w``."""
-    out, cin_g, n = like.shape[0], like.shape[1], w.shape[1]
-    w = w.reshape(groups, cin_g, n, out // groups, -1).permute(0, 3, 1, 4, 2)  # (g, out/g, in/g, K, n)
-    return w.reshape((out, cin_g) + tuple(like.shape[2:-1]) + (n,))
-
-
 @torch.no_grad()
 def refit_layer(
     layer: BSplineKANBase, samples: torch.Tensor, new_knots: torch.Tensor, max_error: Optional[float] = None
@@ -306,7 +251,7 @@ def refit_layer(
 
     Args:
         layer: a B-spline KAN layer (modified in place).
-        samples: ``(M, C)`` fit points per input channel (see :func:`channel_samples`).
+        samples: ``(M, C)`` fit points per input channel (see :meth:`~monai_kan.layers.BSplineKANBase.sample_channels`).
         new_knots: ``(C, G' + 2k + 1)`` knots, non-decreasing per channel.
         max_error: leave the layer unchanged when the worst relative change of an edge function on ``samples``
             (``max_edge_error`` of :class:`GridRefit`) would exceed this (``None``: always apply). Before the
@@ -333,13 +278,13 @@ def refit_layer(
     eye = torch.eye(g_new.shape[-1], dtype=g_new.dtype, device=device)
     t = torch.linalg.solve(g_new + ridge[:, None, None] * eye, cross)  # (C, n_new, n_old)
     # error of the effective functions: scaler applied, so large edges weigh as much as they contribute
-    c = _edge_major(layer.coefficients().double(), layer.groups)  # (C, n_old, E)
+    c = layer.edge_major(layer.coefficients().double())  # (C, n_old, E)
     tc = t @ c
     spline_sq = (c * (g_old @ c)).sum(1)  # (C, E): per edge, sums over the samples of its input channel
     resid = (spline_sq - 2 * (tc * (cross @ c)).sum(1) + (tc * (g_new @ tc)).sum(1)).clamp_min(0)
     norm, norm_in = spline_sq, spline_sq  # ||F_e||^2 on all samples / inside the old knot span
     if layer.base_weight is not None:  # the whole edge function w * act(x) + S(x): its spline part changes
-        wb = _edge_major(layer.base_weight.double().unsqueeze(-1), layer.groups)[:, 0]  # (C, E)
+        wb = layer.edge_major(layer.base_weight.double().unsqueeze(-1))[:, 0]  # (C, E)
         mixed = 2 * wb * (a_old @ c)[:, 0]  # the old spline is 0 outside its knot span: no outside term
         norm, norm_in = norm + wb * wb * a_sq[:, 0] + mixed, norm_in + wb * wb * a_sq_in[:, 0] + mixed
     rel_error = float((resid.sum() / norm.sum().clamp_min(1e-300)).sqrt())
@@ -348,17 +293,16 @@ def refit_layer(
     if max_error is not None and max_edge_error > max_error:
         return GridRefit(None, rel_error, False, max_edge_error)
     # the map is linear and per edge, so it applies to spline_weight directly: T (s * w) = s * (T w)
-    w = _edge_major(layer.spline_weight.double(), layer.groups)
-    new_w = _edge_minor(t @ w, layer.spline_weight, layer.groups).to(layer.spline_weight.dtype)
+    w = layer.edge_major(layer.spline_weight.double())
+    new_w = layer.edge_minor(t @ w).to(layer.spline_weight.dtype)
     replaced = None
     if new_knots.shape == layer.knots.shape:
         layer.knots.copy_(new_knots)
         layer.spline_weight.copy_(new_w)
     else:
-        replaced = layer.spline_weight
-        layer.knots = new_knots.contiguous()  # a registered buffer: reassignment keeps it in the state dict
-        layer.spline_weight = nn.Parameter(new_w, requires_grad=replaced.requires_grad)
-        layer.grid_size = new_knots.shape[1] - 2 * k - 1
+        replaced = layer.resize_grid(new_knots.shape[1])
+        layer.knots.copy_(new_knots)
+        layer.spline_weight.copy_(new_w)
     layer.uniform_grid = is_uniform_knots(layer.knots)  # the closed-form basis is only valid for uniform knots
     return GridRefit(replaced, rel_error, True, max_edge_error)
 
@@ -431,7 +375,7 @@ def _update_layer(
     """:func:`update_grid`; with ``sync``, ``x`` may be ``None`` on some ranks (``None``: no rank had data)."""
     if not 0.0 <= grid_eps <= 1.0:  # before any collective: every rank raises alike
         raise ValueError(f"`grid_eps` must be in [0, 1], got {grid_eps}.")
-    samples = gather_channel_samples(layer, x, max_samples) if sync else channel_samples(layer, x, max_samples)
+    samples = gather_layer.sample_channels(x, max_samples) if sync else layer.sample_channels(x, max_samples)
     if samples is None:
         return None
     k = layer.spline_order
@@ -439,7 +383,7 @@ def _update_layer(
     flat = _flat(samples)
     if bool(flat.any()):  # keep their knots, and fit them over their grid so that their functions stay identical
         knots[flat] = layer.knots[flat].to(knots)
-        samples = _with_interior_points(samples, layer.knots, k, flat, 16 * layer.n_basis)
+        samples = _with_interior_points(samples, layer, flat, 16 * layer.n_basis)
     refit = refit_layer(layer, samples, knots, max_error)
     return _broadcast_refit(layer, refit) if sync else refit
 
@@ -450,20 +394,13 @@ def _flat(samples: torch.Tensor) -> torch.Tensor:
     return (s.max(0).values - s.min(0).values) <= 1e-6 * (1.0 + s.abs().max(0).values)
 
 
-def _interior_points(knots: torch.Tensor, k: int, n: int) -> torch.Tensor:
-    """``(n, C)`` points evenly covering each channel's grid interior ``[t_k, t_{G+k}]`` (float64)."""
-    lo, hi = knots[:, k].double(), knots[:, knots.shape[1] - k - 1].double()
-    u = (torch.arange(n, dtype=torch.float64, device=knots.device) + 0.5) / n
-    return lo + u[:, None] * (hi - lo)
-
-
-def _with_interior_points(samples: torch.Tensor, knots: torch.Tensor, k: int, flat: torch.Tensor, n: int):
+def _with_interior_points(samples: torch.Tensor, layer: BSplineKANBase, flat: torch.Tensor, n: int):
     """Samples where the ``flat`` channels are replaced by ``>= n`` points evenly covering their grid interior."""
     s = samples.double()
     if s.shape[0] < n:  # repeat rows: equal weights, same least-squares solution for the other channels
         s = s[torch.arange(n, device=s.device) % s.shape[0]]
     s = s.clone()
-    s[:, flat] = _interior_points(knots[flat], k, s.shape[0])
+    s[:, flat] = layer.grid_interior(s.shape[0]).to(s.device)[:, flat]
     return s
 
 
@@ -524,18 +461,18 @@ def _extend_layer(
         raise ValueError(f"`grid_eps` must be in [0, 1], got {grid_eps}.")
     k = layer.spline_order
     if sync:
-        samples = gather_channel_samples(layer, x, max_samples)
+        samples = gather_layer.sample_channels(x, max_samples)
     else:
-        samples = None if x is None else channel_samples(layer, x, max_samples)
+        samples = None if x is None else layer.sample_channels(x, max_samples)
     if samples is not None:
         knots = data_knots(samples, new_grid_size, k, grid_eps, margin)
         flat = _flat(samples)
         if bool(flat.any()):  # constant channels: refine their current grid instead
             knots[flat] = refined_knots(layer.knots[flat], k, new_grid_size).to(knots)
-            samples = _with_interior_points(samples, layer.knots, k, flat, n_fit * new_grid_size)
+            samples = _with_interior_points(samples, layer, flat, n_fit * new_grid_size)
     else:
         knots = refined_knots(layer.knots, k, new_grid_size)
-        samples = _interior_points(layer.knots, k, n_fit * new_grid_size)
+        samples = layer.grid_interior(n_fit * new_grid_size)
     refit = refit_layer(layer, samples, knots)
     return _broadcast_refit(layer, refit) if sync else refit
 
@@ -777,32 +714,3 @@ def replace_optimizer_params(
     for old in replaced:
         optimizer.state.pop(old, None)
     return optimizer
-
-
-@torch.no_grad()
-def match_kan_grids(net: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> List[str]:
-    """Resize the knots and control points of ``net``'s KAN layers to the shapes in ``state_dict``, so that a
-    checkpoint saved after grid extension loads into a network built with the original ``grid_size``.
-
-    Args:
-        net: the network (modified in place; values are placeholders until ``load_state_dict``).
-        state_dict: the checkpoint's state dict (keys as in ``net.state_dict()``).
-
-    Returns:
-        The names of the resized layers.
-    """
-    resized = []
-    for name, layer in kan_layers(net):
-        key = f"{name}.knots" if name else "knots"
-        if key in state_dict and state_dict[key].shape != layer.knots.shape:
-            knots = state_dict[key]
-            if knots.shape[0] != layer.in_channels:
-                raise ValueError(f"checkpoint knots of layer {name!r} have {knots.shape[0]} channels, "
-                                 f"the network has {layer.in_channels}.")
-            n = knots.shape[1] - layer.spline_order - 1
-            layer.knots = knots.detach().clone().to(layer.knots)
-            layer.spline_weight = nn.Parameter(layer.spline_weight.new_zeros(layer.spline_weight.shape[:-1] + (n,)))
-            layer.grid_size = n - layer.spline_order
-            layer.uniform_grid = is_uniform_knots(layer.knots)
-            resized.append(name)
-    return resized

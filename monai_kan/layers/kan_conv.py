@@ -61,6 +61,8 @@ class KANConv(BSplineKANBase):
         terms, but the base branch turns it into ``+-Inf`` or NaN.
     """
 
+    channel_dim = 1  # inputs are (N, C, *spatial)
+
     def __init__(
         self,
         spatial_dims: int,

@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from monai_kan.layers.bspline_kan import BSplineKANBase
 from monai_kan.layers.fused import expand_bspline
-from monai_kan.layers.grid import _channel_dim, _distributed, kan_layers, record_kan_inputs
+from monai_kan.layers.grid import _distributed, kan_layers, record_kan_inputs
 
 __all__ = ["kan_edge_scores", "PrunedKAN", "PruneReport", "prune_kan", "freeze_pruned_edges", "pruned_edge_mask"]
 
@@ -44,14 +44,6 @@ _CHANNELWISE = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
     nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.SiLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.Mish,
 )
-
-
-def _edge_weight(layer: BSplineKANBase) -> torch.Tensor:
-    """``(out, in // g, b + n, *K)``: base weight (if any) then effective control points of every edge."""
-    coef = layer.coefficients().movedim(-1, 2)
-    if layer.base_weight is not None:
-        coef = torch.cat([layer.base_weight.unsqueeze(2), coef], dim=2)
-    return coef
 
 
 @torch.no_grad()
@@ -72,10 +64,10 @@ def kan_edge_scores(layer: BSplineKANBase, x: torch.Tensor, chunk: int = 4096) -
 
 def _edge_score_sums(layer: BSplineKANBase, x: torch.Tensor, chunk: int = 4096) -> Tuple[torch.Tensor, int]:
     """``(sum over output positions of |contribution| per edge, number of positions)``."""
-    w = _edge_weight(layer)  # (O, Cg, b + n, *K)
+    w = layer.edge_weight()  # (O, Cg, b + n, *K)
     x = x.to(w.dtype)  # e.g. a float16 input recorded under autocast
     act = layer.base_activation
-    if _channel_dim(layer) == -1:
+    if layer.channel_dim == -1:
         s = x.reshape(-1, layer.in_channels)
         total = x.new_zeros(w.shape[:2])
         for start in range(0, s.shape[0], chunk):
@@ -400,7 +392,7 @@ def prune_kan(
             in_idx, out_idx = in_keep.nonzero().flatten(), out_keep.nonzero().flatten()
             fill = layer.bias.detach() if layer.bias is not None else layer.spline_weight.new_zeros(layer.out_channels)
             inner = _slice_layer(layer, in_idx, out_idx)
-            _set_module(model, name, PrunedKAN(inner, in_idx, out_idx, layer.out_channels, fill, _channel_dim(layer)))
+            _set_module(model, name, PrunedKAN(inner, in_idx, out_idx, layer.out_channels, fill, layer.channel_dim))
             report.layers[name]["in_channels_dropped"] = int((~in_keep).sum())
             report.layers[name]["out_channels_dropped"] = int((~out_keep).sum())
     freeze_pruned_edges(model)

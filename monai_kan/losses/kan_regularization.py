@@ -27,17 +27,14 @@ import torch
 import torch.nn as nn
 
 from monai_kan.basis.bspline import bspline_basis
-from monai_kan.layers.bspline_kan import BSplineKANBase
+from monai_kan.layers.bspline_kan import BSplineKANBase, sample_rows
 
 __all__ = ["KANRegularization", "KANRegularizedLoss", "kan_edge_magnitudes"]
 
 
 def _interior_stats(layer: BSplineKANBase, n: int = 64):
     """``E|act(x)|`` ``(C,)`` and ``E[B_b(x)]`` ``(C, n_basis)`` for ``x`` uniform over each grid interior."""
-    k, knots = layer.spline_order, layer.knots.detach()
-    u = (torch.arange(n, device=knots.device, dtype=knots.dtype) + 0.5) / n
-    x = knots[:, k] + u[:, None] * (knots[:, -k - 1] - knots[:, k])  # (n, C)
-    return _stats(layer, x)
+    return _stats(layer, layer.grid_interior(n).to(layer.knots))
 
 
 @torch.no_grad()
@@ -115,7 +112,6 @@ class KANRegularization(nn.Module):
         self.max_samples = int(max_samples)
         self.last_terms: Dict[str, float] = {}
         self._stats: Dict[int, tuple] = {}
-        self._gen = torch.Generator().manual_seed(0)
         self._handles = []
         if data_aware:
             for m in network.modules():
@@ -126,12 +122,9 @@ class KANRegularization(nn.Module):
         return [m for m in self._net[0].modules() if isinstance(m, BSplineKANBase)]
 
     def _record(self, layer: BSplineKANBase, args) -> None:
-        x = args[0].detach()
-        x = x.movedim(1, -1) if hasattr(layer, "spatial_dims") else x
-        x = x.reshape(-1, layer.in_channels)
-        if x.shape[0] > self.max_samples:  # own generator: the training's global random stream is left alone
-            idx = torch.randint(0, x.shape[0], (self.max_samples,), generator=self._gen)
-            x = x[idx.to(x.device)]
+        x = layer.channel_values(args[0])
+        if x.shape[0] > self.max_samples:
+            x = x[sample_rows(x.shape[0], self.max_samples, x.device)]
         self._stats[id(layer)] = _stats(layer, x)
 
     def remove(self) -> None:

@@ -8,7 +8,6 @@ import torch
 
 from monai_kan.basis.bspline import bspline_basis
 from monai_kan.layers.bspline_kan import BSplineKANBase
-from monai_kan.layers.grid import channel_samples
 from monai_kan.layers.pruning import kan_edge_scores
 
 __all__ = ["edge_functions", "channel_ranges", "curve_range", "layer_summary", "summaries", "to_jsonable"]
@@ -16,32 +15,14 @@ __all__ = ["edge_functions", "channel_ranges", "curve_range", "layer_summary", "
 
 @torch.no_grad()
 def edge_functions(layer: BSplineKANBase, xs: torch.Tensor) -> torch.Tensor:
-    """Every edge function of ``layer`` evaluated on per-channel abscissae.
-
-    Args:
-        layer: ``KANLinear`` or ``KANConv``.
-        xs: ``(n, in_channels)`` points per input channel.
-
-    Returns:
-        ``(out, in // groups, *kernel_size, n)`` values ``F(x) = w * act(x) + sum_b c_b B_b(x)``.
-    """
-    xs = xs.to(layer.knots)
-    out, cin_g, groups = layer.spline_weight.shape[0], layer.spline_weight.shape[1], layer.groups
-    dev = layer.knots.device
-    chan = (torch.arange(out, device=dev)[:, None] // (out // groups)) * cin_g + torch.arange(cin_g, device=dev)
-    extra = layer.spline_weight.dim() - 3
-    basis = bspline_basis(xs, layer.knots, layer.spline_order)  # (n, C, n_basis)
-    b = basis.permute(1, 2, 0)[chan].reshape((out, cin_g) + (1,) * extra + basis.shape[2:] + basis.shape[:1])
-    y = (layer.coefficients().unsqueeze(-1) * b).sum(-2)  # (out, in/g, *K, n)
-    if layer.base_weight is not None:
-        act = layer.base_activation(xs).t()[chan].reshape((out, cin_g) + (1,) * extra + (xs.shape[0],))
-        y = y + layer.base_weight.unsqueeze(-1) * act
-    return y
+    """Every edge function of ``layer`` at the points ``xs`` ``(n, in_channels)``:
+    :meth:`~monai_kan.layers.BSplineKANBase.edge_functions`, ``(out, in // groups, *kernel_size, n)``."""
+    return layer.edge_functions(xs)
 
 
 def channel_ranges(layer: BSplineKANBase, x: torch.Tensor, q: Tuple[float, float] = (0.005, 0.995)) -> torch.Tensor:
     """``(in_channels, 2)`` lower and upper quantiles of each input channel of ``layer`` in ``x``."""
-    s = channel_samples(layer, x, 200_000).float().sort(dim=0).values  # sort: torch.quantile caps the input size
+    s = layer.sample_channels(x, 200_000).float().sort(dim=0).values  # sort: torch.quantile caps the input size
     idx = [min(s.shape[0] - 1, max(0, round(v * (s.shape[0] - 1)))) for v in q]
     return s[idx].t().cpu().contiguous()
 
@@ -64,12 +45,6 @@ def curve_range(
     return lo - pad * w, hi + pad * w
 
 
-def _uniform_interior(layer: BSplineKANBase, n: int = 256) -> torch.Tensor:
-    k = layer.spline_order
-    u = (torch.arange(n, dtype=layer.knots.dtype, device=layer.knots.device) + 0.5) / n
-    return layer.knots[:, k] + u[:, None] * (layer.knots[:, -k - 1] - layer.knots[:, k])  # (n, C)
-
-
 @torch.no_grad()
 def layer_summary(layer: BSplineKANBase, x: Optional[torch.Tensor] = None, max_samples: int = 4096) -> Dict:
     """Edge importance and per-input-channel importance and sensitivity of ``layer``.
@@ -87,13 +62,13 @@ def layer_summary(layer: BSplineKANBase, x: Optional[torch.Tensor] = None, max_s
         outputs move when that input moves), ``"data": bool}``.
     """
     if x is None:
-        s = _uniform_interior(layer)
-        xin = s if not hasattr(layer, "spatial_dims") else s.t().reshape((1, layer.in_channels, -1) + (1,) * (
+        s = layer.grid_interior(256).to(layer.knots)  # (n, C)
+        xin = s if layer.channel_dim == -1 else s.t().reshape((1, layer.in_channels, -1) + (1,) * (
             layer.spatial_dims - 1))
         scores = kan_edge_scores(layer, xin)
     else:
         scores = kan_edge_scores(layer, x)
-        s = channel_samples(layer, x, max_samples)
+        s = layer.sample_channels(x, max_samples)
     groups, cin_g = layer.groups, scores.shape[1]
     per_in = scores.reshape(groups, -1, cin_g).sum(1).reshape(-1)  # (in,)
     importance = per_in / per_in.sum().clamp_min(1e-30)

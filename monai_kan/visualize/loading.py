@@ -10,7 +10,7 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from monai_kan.layers.grid import kan_layers, match_kan_grids
+from monai_kan.layers.grid import kan_layers
 
 __all__ = ["load_network", "load_state_dict_file"]
 
@@ -69,7 +69,7 @@ def load_network(
         checkpoint: checkpoint file (default for a bundle: ``models/model.pt``).
 
     A checkpoint saved after grid extension loads into a network built with the original ``grid_size``
-    (:func:`~monai_kan.layers.grid.match_kan_grids`).
+    (the layers adopt the saved grid in ``load_state_dict``).
     """
     from monai.bundle import ConfigParser
 
@@ -106,7 +106,6 @@ def load_network(
     if not kan_layers(net):
         raise ValueError(f"the network built from {network_key!r} has no B-spline KAN layers (KANLinear/KANConv).")
     state = load_state_dict_file(checkpoint)
-    match_kan_grids(net, state)
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
