@@ -19,7 +19,6 @@ from .layers.grid import (
 from .layers.pruning import PrunedKAN, prune_kan
 from .losses import KANRegularization, KANRegularizedLoss
 from .networks import KAE, KMUNet, KMUnet, PatchKAE
-from . import evaluation  # noqa: E402  registers the "fourierkan" and "wavkan" KAE layer types
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-import monai_kan.evaluation  # noqa: F401  (registers the "fourierkan" and "wavkan" layer types)
 from monai_kan.layers.fourier_kan import FourierKANLinear
 from monai_kan.layers.fused import fused_kernels_enabled, set_fused_kernels
 from monai_kan.layers.wavelet_kan import WaveletKANLinear, _MexicanHatEdges, mexican_hat_edges

@@ -58,3 +58,19 @@ def test_kan_conv_is_registered_with_monai_conv_factory():
     assert isinstance(layer, KANConv) and layer.spatial_dims == 3
     with pytest.raises(ValueError, match="spatial dims"):
         Conv["kanconv", 4]
+
+
+def test_import_monai_kan_loads_no_benchmark_code():
+    """The KAE paper's evaluation suite (training loops, process pools) is not part of a user's import; the KAE
+    baseline layer types are registered by the KAE network itself. (torch imports its own throughput_benchmark.)"""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; before = set(sys.modules); import monai_kan; "
+            "print([m for m in set(sys.modules) - before if 'evaluation' in m or 'benchmark' in m])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    from monai_kan.networks.kae import AUTOENCODER_LAYERS
+
+    assert {"fourierkan", "wavkan"} <= set(AUTOENCODER_LAYERS)

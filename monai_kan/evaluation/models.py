@@ -1,7 +1,7 @@
 """The autoencoders compared in the KAE paper, plus a tuned MLP autoencoder, and their hyper-parameter grids.
 
-Importing this module registers the ``"fourierkan"`` and ``"wavkan"`` layer types of
-:class:`~monai_kan.networks.KAE` (see :func:`~monai_kan.networks.register_autoencoder_layer`).
+The baselines are :class:`~monai_kan.networks.KAE` layer types (``"linear"``, ``"kan"``, ``"fourierkan"``,
+``"wavkan"``, ``"kae"``), registered with the network itself.
 """
 
 from __future__ import annotations
@@ -10,23 +10,9 @@ from typing import Dict, List, NamedTuple, Tuple
 
 import torch.nn as nn
 
-from monai_kan.layers.fourier_kan import FourierKANLinear
-from monai_kan.layers.wavelet_kan import WaveletKANLinear
-from monai_kan.networks.kae import KAE, register_autoencoder_layer
+from monai_kan.networks.kae import KAE
 
 __all__ = ["ModelSpec", "MODEL_SPECS", "PAPER_MODELS", "PAPER_GRID", "MLP_GRID", "build_model", "count_parameters"]
-
-
-def _fourier(in_features: int, out_features: int, order: int) -> nn.Module:
-    return FourierKANLinear(in_features, out_features)  # FourierKAN defaults of the paper: grid 5, bias, no smoothing
-
-
-def _wavelet(in_features: int, out_features: int, order: int) -> nn.Module:
-    return WaveletKANLinear(in_features, out_features)  # Mexican hat + batch norm, as the official Wav-KAN
-
-
-register_autoencoder_layer("fourierkan", _fourier)
-register_autoencoder_layer("wavkan", _wavelet)
 
 
 class ModelSpec(NamedTuple):

@@ -7,9 +7,11 @@ from typing import Callable, Dict, Sequence
 import torch
 import torch.nn as nn
 
+from monai_kan.layers.fourier_kan import FourierKANLinear
 from monai_kan.layers.kae import KAELayer
 from monai_kan.layers.kan_linear import KANLinear
 from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
+from monai_kan.layers.wavelet_kan import WaveletKANLinear
 
 __all__ = ["KAE", "AUTOENCODER_LAYERS", "register_autoencoder_layer"]
 
@@ -26,11 +28,21 @@ def _bspline_kan(in_features: int, out_features: int, order: int) -> nn.Module:
     return KANLinear(in_features, out_features)  # efficient-kan defaults: G = 5, k = 3, [-1, 1], SiLU base
 
 
+def _fourier_kan(in_features: int, out_features: int, order: int) -> nn.Module:
+    return FourierKANLinear(in_features, out_features)  # FourierKAN defaults of the KAE paper: grid 5, bias
+
+
+def _wavelet_kan(in_features: int, out_features: int, order: int) -> nn.Module:
+    return WaveletKANLinear(in_features, out_features)  # Mexican hat + batch norm, as the official Wav-KAN
+
+
 #: layer builders ``(in_features, out_features, order) -> nn.Module`` selectable by ``KAE(layer_type=...)``
 AUTOENCODER_LAYERS: Dict[str, Callable[[int, int, int], nn.Module]] = {
     "kae": _kae,
     "linear": _linear,
     "kan": _bspline_kan,
+    "fourierkan": _fourier_kan,
+    "wavkan": _wavelet_kan,
 }
 
 
