@@ -375,7 +375,7 @@ def _update_layer(
     """:func:`update_grid`; with ``sync``, ``x`` may be ``None`` on some ranks (``None``: no rank had data)."""
     if not 0.0 <= grid_eps <= 1.0:  # before any collective: every rank raises alike
         raise ValueError(f"`grid_eps` must be in [0, 1], got {grid_eps}.")
-    samples = gather_layer.sample_channels(x, max_samples) if sync else layer.sample_channels(x, max_samples)
+    samples = gather_channel_samples(layer, x, max_samples) if sync else layer.sample_channels(x, max_samples)
     if samples is None:
         return None
     k = layer.spline_order
@@ -461,7 +461,7 @@ def _extend_layer(
         raise ValueError(f"`grid_eps` must be in [0, 1], got {grid_eps}.")
     k = layer.spline_order
     if sync:
-        samples = gather_layer.sample_channels(x, max_samples)
+        samples = gather_channel_samples(layer, x, max_samples)
     else:
         samples = None if x is None else layer.sample_channels(x, max_samples)
     if samples is not None:
