@@ -7,18 +7,16 @@
 from .basis import bspline_basis, make_knots, power_basis, uniform_bspline_basis
 from .blocks import KANConvBlock, KANResidualUnit
 from .layers import KAELayer, KANConv, KANLinear, fused_kernels_enabled, set_fused_kernels
-from .layers.fourier_kan import FourierKANLinear
-from .layers.wavelet_kan import WaveletKANLinear
-from .layers.grid import (
+from .tools.grid import (
     extend_grid,
     extend_network_grids,
     replace_optimizer_params,
     update_grid,
     update_network_grids,
 )
-from .layers.pruning import PrunedKAN, prune_kan
+from .tools.pruning import PrunedKAN, prune_kan
 from .losses import KANRegularization, KANRegularizedLoss
-from .networks import KAE, KMUNet, KMUnet, PatchKAE
+from .networks import KAE, FourierKANLinear, KMUNet, KMUnet, PatchKAE, WaveletKANLinear
 
 __version__ = "0.1.0"
 

@@ -29,7 +29,7 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from monai_kan.layers import KANConv, KANLinear, set_fused_kernels  # noqa: E402
-from monai_kan.layers.grid import update_grid  # noqa: E402
+from monai_kan.tools.grid import update_grid  # noqa: E402
 from monai_kan.networks import KMUNet  # noqa: E402
 
 # relative L2 tolerance of outputs and gradients against the float64 CPU reference

@@ -68,7 +68,7 @@ def test_a_training_session_compiles_a_bounded_number_of_graphs(fused_on):
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
     from torch._dynamo.utils import counters
 
-    from monai_kan.layers.grid import extend_network_grids, update_network_grids
+    from monai_kan.tools.grid import extend_network_grids, update_network_grids
     from monai_kan.networks import KMUNet
 
     torch.manual_seed(0)

@@ -307,7 +307,7 @@ def test_failed_resume_changes_nothing(tmp_path):
 def test_grid_extended_checkpoint_still_loads(tmp_path):
     """Shapes a module's own loading code adopts (KAN grid extension) are not refused by the checks."""
     from monai_kan.layers import KANLinear
-    from monai_kan.layers.grid import extend_network_grids
+    from monai_kan.tools.grid import extend_network_grids
 
     torch.manual_seed(0)
     src = nn.Sequential(KANLinear(3, 4, grid_size=5), KANLinear(4, 2, grid_size=5))

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from monai_kan.layers.fourier_kan import FourierKANLinear
+from monai_kan.networks.fourier_kan import FourierKANLinear
 from monai_kan.layers.fused import fused_kernels_enabled, set_fused_kernels
-from monai_kan.layers.wavelet_kan import WaveletKANLinear, _MexicanHatEdges, mexican_hat_edges
+from monai_kan.networks.wavelet_kan import WaveletKANLinear, _MexicanHatEdges, mexican_hat_edges
 from monai_kan.networks import KAE
 
 

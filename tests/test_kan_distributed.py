@@ -21,8 +21,8 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from monai_kan.handlers.kan_grid import KANGridHandler
-from monai_kan.layers.grid import extend_network_grids, record_kan_inputs, update_network_grids
-from monai_kan.layers.pruning import prune_kan, pruned_edge_mask
+from monai_kan.tools.grid import extend_network_grids, record_kan_inputs, update_network_grids
+from monai_kan.tools.pruning import prune_kan, pruned_edge_mask
 from monai_kan.networks import KMUNet
 
 WORLD = 2

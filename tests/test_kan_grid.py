@@ -8,7 +8,7 @@ import torch
 
 from monai_kan.basis.bspline import bspline_basis
 from monai_kan.layers import KANConv, KANLinear
-from monai_kan.layers.grid import (
+from monai_kan.tools.grid import (
     EDGE_NORM_FLOOR,
     _quotas,
     extend_grid,

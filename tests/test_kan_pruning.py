@@ -7,7 +7,7 @@ import torch
 from monai.networks.utils import convert_to_torchscript
 
 from monai_kan.layers import KANConv, KANLinear
-from monai_kan.layers.pruning import PrunedKAN, freeze_pruned_edges, kan_edge_scores, prune_kan, pruned_edge_mask
+from monai_kan.tools.pruning import PrunedKAN, freeze_pruned_edges, kan_edge_scores, prune_kan, pruned_edge_mask
 from monai_kan.networks import KMUNet
 
 

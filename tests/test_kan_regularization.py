@@ -8,7 +8,7 @@ from monai.bundle import ConfigParser
 from monai.losses import DiceCELoss
 
 from monai_kan.layers import KANConv, KANLinear
-from monai_kan.layers.pruning import kan_edge_scores
+from monai_kan.tools.pruning import kan_edge_scores
 from monai_kan.losses import KANRegularization, KANRegularizedLoss, kan_edge_magnitudes
 from monai_kan.networks import KMUNet
 

@@ -12,8 +12,8 @@ from monai.data import MetaTensor
 from monai.networks.nets import UNet
 
 from monai_kan.layers import KAELayer, KANConv, KANLinear
-from monai_kan.layers.fourier_kan import FourierKANLinear
-from monai_kan.layers.wavelet_kan import WaveletKANLinear
+from monai_kan.networks.fourier_kan import FourierKANLinear
+from monai_kan.networks.wavelet_kan import WaveletKANLinear
 from monai_kan.networks import KAE, KMUNet, PatchKAE
 
 from helpers import saved_bytes

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from monai_kan.layers import KANConv, KANLinear
-from monai_kan.layers.grid import extend_network_grids
+from monai_kan.tools.grid import extend_network_grids
 from monai_kan.networks import KMUNet
 from monai_kan.visualize import (
     edge_functions,

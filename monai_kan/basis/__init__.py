@@ -1,4 +1,5 @@
-"""Basis functions of KAN edge functions: B-splines (the KAN/KM-UNet edge) and monomials (the KAE edge)."""
+"""Basis functions of KAN edge functions (B-splines, the KAN/KM-UNet edge; monomials, the KAE edge) and the
+placement of B-spline knots."""
 
 from .bspline import (
     bspline_basis,
@@ -9,15 +10,18 @@ from .bspline import (
     uniform_bspline_basis,
     uniform_bspline_basis_derivative,
 )
+from .knots import data_knots, refined_knots
 from .polynomial import power_basis
 
 __all__ = [
     "bspline_basis",
     "bspline_basis_derivative",
+    "data_knots",
     "is_uniform_knots",
     "make_knots",
     "num_basis",
     "power_basis",
+    "refined_knots",
     "uniform_bspline_basis",
     "uniform_bspline_basis_derivative",
 ]

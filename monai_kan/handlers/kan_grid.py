@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from monai_kan.layers.grid import KANInputCapture, _distributed, extend_network_grids, kan_layers, update_network_grids
+from monai_kan.tools.grid import KANInputCapture, _distributed, extend_network_grids, kan_layers, update_network_grids
 
 __all__ = ["KANGridHandler"]
 
@@ -35,9 +35,9 @@ class KANGridHandler:
             updating early: a grid that keeps moving keeps disturbing the optimizer.
         extend_at: ``{iteration or epoch: new grid size}``, e.g. ``{"200": 10, "400": 20}`` (JSON keys are strings).
         epoch_level: count epochs instead of iterations.
-        grid_eps: blend of uniform and quantile knots (see :func:`monai_kan.layers.grid.update_grid`).
+        grid_eps: blend of uniform and quantile knots (see :func:`monai_kan.tools.grid.update_grid`).
         max_error: skip a layer's update when one of its edge functions would change by more than this (relative,
-            the worst edge: ``max_edge_error`` of :class:`monai_kan.layers.grid.GridRefit`; single edges change
+            the worst edge: ``max_edge_error`` of :class:`monai_kan.tools.grid.GridRefit`; single edges change
             much more than the layer average, e.g. tens of percent for spline-dominated edges in a first update).
         max_samples: positions per layer used to place knots and refit (in total over all ranks under
             ``torch.distributed``).
@@ -59,7 +59,7 @@ class KANGridHandler:
         recorded inputs of all ranks. Grid extension is refused there: it replaces the ``spline_weight``
         parameters, which the wrapper (and the trainer and evaluators holding it) would not follow; build the
         network with the final ``grid_size``, or extend between two training runs
-        (:func:`monai_kan.layers.grid.extend_network_grids` on ``ddp.module``, then wrap it again).
+        (:func:`monai_kan.tools.grid.extend_network_grids` on ``ddp.module``, then wrap it again).
 
     Bundle config (``train#handlers``)::
 
@@ -87,7 +87,7 @@ class KANGridHandler:
         if extend_at and any(isinstance(m, DistributedDataParallel) for m in network.modules()):
             raise ValueError(
                 "`extend_at` is not supported for a DistributedDataParallel network: extension replaces parameters "
-                "that the wrapper would not follow (see monai_kan.layers.grid.extend_network_grids)."
+                "that the wrapper would not follow (see monai_kan.tools.grid.extend_network_grids)."
             )
         self.network = network
         self.optimizer = optimizer

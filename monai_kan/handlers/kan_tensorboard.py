@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from monai_kan.layers.grid import KANInputCapture, kan_layers
+from monai_kan.tools.grid import KANInputCapture, kan_layers
 
 __all__ = ["KANSplineTensorBoardHandler"]
 

@@ -1,4 +1,5 @@
-"""KAN layers: B-spline linear and convolution (1D/2D/3D) and the KAE polynomial layer."""
+"""KAN layers (modules only): B-spline linear and convolution (1D/2D/3D), their fused custom ops, and the KAE
+polynomial layer. Network-level tools that use them are in :mod:`monai_kan.tools`."""
 
 from .bspline_kan import BSplineKANBase
 from .factories import KAN_CONV, kan_conv_factory

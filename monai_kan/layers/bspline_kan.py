@@ -233,7 +233,7 @@ class BSplineKANBase(nn.Module):
     def resize_grid(self, n_knots: int) -> nn.Parameter:
         """Give the layer ``n_knots`` knots per channel: new (uninitialised) ``knots`` and ``spline_weight`` of the
         matching basis size, ``grid_size`` updated; the caller fills them. Returns the former ``spline_weight``
-        (an optimizer holding it must be told: :func:`~monai_kan.layers.grid.replace_optimizer_params`).
+        (an optimizer holding it must be told: :func:`~monai_kan.tools.grid.replace_optimizer_params`).
 
         Raises:
             ValueError: when ``n_knots`` leaves no basis function (``< spline_order + 2``).

@@ -1,7 +1,19 @@
-"""KAN networks usable from Python and, by short name, in MONAI bundle configs."""
+"""KAN networks usable from Python and, by short name, in MONAI bundle configs, and the KAE paper's baseline layers
+(FourierKAN, Wav-KAN) selectable as ``KAE(layer_type=...)``."""
 
+from .fourier_kan import FourierKANLinear
 from .kae import AUTOENCODER_LAYERS, KAE, register_autoencoder_layer
 from .kae_denoiser import PatchKAE
 from .kmunet import KMUNet, KMUnet
+from .wavelet_kan import WaveletKANLinear
 
-__all__ = ["AUTOENCODER_LAYERS", "KAE", "KMUNet", "KMUnet", "PatchKAE", "register_autoencoder_layer"]
+__all__ = [
+    "AUTOENCODER_LAYERS",
+    "FourierKANLinear",
+    "KAE",
+    "KMUNet",
+    "KMUnet",
+    "PatchKAE",
+    "WaveletKANLinear",
+    "register_autoencoder_layer",
+]

@@ -7,11 +7,11 @@ from typing import Callable, Dict, Sequence
 import torch
 import torch.nn as nn
 
-from monai_kan.layers.fourier_kan import FourierKANLinear
+from monai_kan.networks.fourier_kan import FourierKANLinear
 from monai_kan.layers.kae import KAELayer
 from monai_kan.layers.kan_linear import KANLinear
 from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
-from monai_kan.layers.wavelet_kan import WaveletKANLinear
+from monai_kan.networks.wavelet_kan import WaveletKANLinear
 
 __all__ = ["KAE", "AUTOENCODER_LAYERS", "register_autoencoder_layer"]
 

@@ -8,7 +8,7 @@ import torch
 
 from monai_kan.basis.bspline import bspline_basis
 from monai_kan.layers.bspline_kan import BSplineKANBase
-from monai_kan.layers.pruning import kan_edge_scores
+from monai_kan.tools.pruning import kan_edge_scores
 
 __all__ = ["edge_functions", "channel_ranges", "curve_range", "layer_summary", "summaries", "to_jsonable"]
 

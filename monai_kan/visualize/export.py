@@ -10,7 +10,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from monai_kan.layers.grid import kan_layers, record_kan_inputs
+from monai_kan.tools.grid import kan_layers, record_kan_inputs
 from monai_kan.visualize.analysis import channel_ranges, layer_summary, to_jsonable
 from monai_kan.visualize.plot import plot_edge_kernel, plot_importance, plot_layer_edges
 

@@ -10,7 +10,7 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from monai_kan.layers.grid import kan_layers
+from monai_kan.tools.grid import kan_layers
 
 __all__ = ["load_network", "load_state_dict_file"]
 

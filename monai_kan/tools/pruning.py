@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from monai_kan.layers.bspline_kan import BSplineKANBase
 from monai_kan.layers.fused import expand_bspline
-from monai_kan.layers.grid import _distributed, kan_layers, record_kan_inputs
+from monai_kan.tools.grid import _distributed, kan_layers, record_kan_inputs
 
 __all__ = ["kan_edge_scores", "PrunedKAN", "PruneReport", "prune_kan", "freeze_pruned_edges", "pruned_edge_mask"]
 

@@ -1,0 +1,37 @@
+"""Network-level KAN tools (the KAN paper's training techniques, section 2.5): function-preserving grid update and
+grid extension of every B-spline KAN layer of a network, DDP-safe, and edge pruning. They work through the
+layer's own description of itself (:class:`~monai_kan.layers.BSplineKANBase` methods); knot placement is in
+:mod:`monai_kan.basis.knots`, the bundle handlers in :mod:`monai_kan.handlers`."""
+
+from .grid import (
+    GridRefit,
+    KANInputCapture,
+    extend_grid,
+    extend_network_grids,
+    kan_layers,
+    record_kan_inputs,
+    refit_layer,
+    replace_optimizer_params,
+    update_grid,
+    update_network_grids,
+)
+from .pruning import PrunedKAN, PruneReport, freeze_pruned_edges, kan_edge_scores, prune_kan, pruned_edge_mask
+
+__all__ = [
+    "GridRefit",
+    "KANInputCapture",
+    "PruneReport",
+    "PrunedKAN",
+    "extend_grid",
+    "extend_network_grids",
+    "freeze_pruned_edges",
+    "kan_edge_scores",
+    "kan_layers",
+    "prune_kan",
+    "pruned_edge_mask",
+    "record_kan_inputs",
+    "refit_layer",
+    "replace_optimizer_params",
+    "update_grid",
+    "update_network_grids",
+]
