@@ -32,7 +32,7 @@ def test_fused_equals_eager(fused_on):
     set_fused_kernels(True)
     fused_out = run(conv, x)
     assert fused.fused_kernels_enabled(), "torch.compile failed on this machine; see the warning"
-    assert {key[0] for key in fused._COMPILED} == {"expand", "expand_grad"}
+    assert {"expand", "expand_grad"} <= {key[0] for key in fused._COMPILED}
     for a, b in zip(eager, fused_out):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     # the same compiled graphs serve another rank and the linear layer (inputs are viewed as (N, C, L))

@@ -20,6 +20,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from monai_kan.utils import check_positive_int
+
 __all__ = [
     "make_knots",
     "num_basis",
@@ -55,8 +57,7 @@ def make_knots(
     Returns:
         ``(G + 2k + 1,)`` knots, or ``(channels, G + 2k + 1)`` when ``channels > 0``.
     """
-    if grid_size < 1:
-        raise ValueError(f"`grid_size` must be a positive integer, got {grid_size}.")
+    check_positive_int(grid_size=grid_size)
     if spline_order < 0:
         raise ValueError(f"`spline_order` must be >= 0, got {spline_order}.")
     if len(grid_range) != 2 or not float(grid_range[0]) < float(grid_range[1]):

@@ -34,6 +34,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from monai.utils import IgniteInfo, is_scalar, min_version, optional_import
 
 from monai_kan.handlers.bundle_utils import as_bool
+from monai_kan.utils import check_positive_int
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
@@ -303,8 +304,7 @@ class TrainingStateSaver:
     ) -> None:
         if not save_dict:
             raise ValueError("TrainingStateSaver expected a non-empty `save_dict`.")
-        if not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"`interval` must be a positive integer, got {interval!r}.")
+        check_positive_int(interval=interval)
         if engine_key is not None and engine_key in save_dict:
             raise ValueError(f"`save_dict` must not use the name {engine_key!r}: it holds the attached engine.")
         self.path = os.path.join(save_dir, filename)

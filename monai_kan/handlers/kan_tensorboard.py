@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from monai_kan.tools.grid import KANInputCapture, kan_layers
+from monai_kan.utils import check_positive_int
 
 __all__ = ["KANSplineTensorBoardHandler"]
 
@@ -50,8 +51,7 @@ class KANSplineTensorBoardHandler:
         tag: str = "kan_splines",
         dpi: int = 72,
     ) -> None:
-        if interval < 1:
-            raise ValueError(f"`interval` must be a positive integer, got {interval}.")
+        check_positive_int(interval=interval)
         names = [n for n, _ in kan_layers(network)]
         if not names:
             raise ValueError("`network` has no B-spline KAN layers (KANLinear/KANConv).")

@@ -6,6 +6,8 @@ from typing import Any
 
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_kan.utils import check_positive_int
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["FinalValidation"]
@@ -24,8 +26,7 @@ class FinalValidation:
     """
 
     def __init__(self, validator: Any, interval: int) -> None:
-        if not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"`interval` must be a positive integer, got {interval!r}.")
+        check_positive_int(interval=interval)
         self.validator = validator
         self.interval = interval
 

@@ -19,6 +19,7 @@ from monai.networks.layers.utils import get_act_layer
 
 from monai_kan.basis.bspline import bspline_basis, is_uniform_knots, make_knots, num_basis
 from monai_kan.layers.fused import activation_name, basis_dtype, expand_bspline, kan_convolution
+from monai_kan.utils import check_positive_int
 
 __all__ = ["BSplineKANBase", "get_base_activation", "sample_rows"]
 
@@ -85,9 +86,7 @@ class BSplineKANBase(nn.Module):
         scale_noise: float,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        check_positive_int(in_channels=in_channels, out_channels=out_channels, groups=groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"`groups` must divide `in_channels` and `out_channels`, got groups={groups}, "

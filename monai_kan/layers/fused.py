@@ -48,6 +48,7 @@ __all__ = [
     "fused_kernels_enabled",
     "activation_name",
     "basis_dtype",
+    "run_kernel",
 ]
 
 _STATE = {"fused": os.environ.get("MONAI_KAN_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")}
@@ -210,9 +211,11 @@ def _kernel(name: str, fn: Callable, key: tuple) -> Callable:
     return _COMPILED[key]
 
 
-def _run(name: str, fn: Callable, tensors: Sequence[Tuple[torch.Tensor, Sequence[int]]], *static):
-    """``fn(*tensors, *static)``, where each tensor comes with its dynamic dims; compiled once per static
-    configuration (all other dims, dtypes and ``static``) when fused kernels are on."""
+def run_kernel(name: str, fn: Callable, tensors: Sequence[Tuple[torch.Tensor, Sequence[int]]], *static):
+    """``fn(*tensors, *static)``, where each tensor comes with its dynamic dims (every other dim, the dtypes and
+    ``static`` make its configuration): compiled by ``torch.compile`` once per configuration when fused kernels are
+    on, without autograd; the eager ``fn`` otherwise. The package's one compile-or-fall-back path: if compilation
+    fails, fused kernels are turned off for the process with a warning and ``fn`` runs."""
     if _STATE["fused"] and not _COMPILED:
         if shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None:
             warnings.warn("monai_kan: no C++ compiler found, KAN layers use eager (unfused) kernels.", stacklevel=3)
@@ -236,7 +239,7 @@ def _expansion(x: torch.Tensor, knots: torch.Tensor, spline_order: int, uniform:
     """``(N, C, *spatial)`` -> ``(N, C * (b + G + k), *spatial)``: the convolution input, in ``x``'s dtype."""
     n, c, length = x.shape[0], x.shape[1], math.prod(x.shape[2:])
     flat = x.reshape(n, c, length)  # (N, C, L): one compiled graph serves 1D, 2D and 3D
-    out = _run("expand", _expand_kernel, [(flat, (0, 1, 2)), (knots, (0,))], spline_order, uniform, activation)
+    out = run_kernel("expand", _expand_kernel, [(flat, (0, 1, 2)), (knots, (0,))], spline_order, uniform, activation)
     return out.view((n, c * out.shape[2]) + tuple(x.shape[2:]))
 
 
@@ -307,7 +310,7 @@ def _kan_conv_backward_op(
         grad_x = x.new_empty(0)
         if output_mask[0]:
             n, c, length = x.shape[0], x.shape[1], math.prod(x.shape[2:])
-            grad_x = _run(
+            grad_x = run_kernel(
                 "expand_grad", _expand_grad_kernel,
                 [(x.reshape(n, c, length), (0, 1, 2)), (grad_exp.reshape(n, c, width, length), (0, 1, 3)),
                  (knots, (0,))],

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from monai_kan.basis.polynomial import power_basis
+from monai_kan.utils import check_floating_input, check_positive_int
 
 __all__ = ["KAELayer"]
 
@@ -32,9 +33,7 @@ class KAELayer(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, order: int = 3, bias: bool = True) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features), ("order", order)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        check_positive_int(in_features=in_features, out_features=out_features, order=order)
         self.in_features = in_features
         self.out_features = out_features
         self.order = order
@@ -56,8 +55,7 @@ class KAELayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"KAELayer expected input of shape (..., {self.in_features}), got {list(x.shape)}.")
-        if not x.is_floating_point():
-            raise TypeError(f"KAELayer expected a floating-point input, got {x.dtype}.")
+        check_floating_input(x, "KAELayer")
         return F.linear(power_basis(x, self.order), self.weight, self.bias)
 
     def extra_repr(self) -> str:

@@ -18,6 +18,7 @@ from monai.utils import ensure_tuple_rep
 
 from monai_kan.layers.bspline_kan import BSplineKANBase
 from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
+from monai_kan.utils import check_floating_input
 
 __all__ = ["KANConv"]
 
@@ -113,8 +114,7 @@ class KANConv(BSplineKANBase):
                 f"KANConv expected input of shape (N, {self.in_channels}, <{self.spatial_dims} spatial dims>), "
                 f"got {list(x.shape)}."
             )
-        if not x.is_floating_point():
-            raise TypeError(f"KANConv expected a floating-point input, got {x.dtype}.")
+        check_floating_input(x, "KANConv")
         padding = self.padding
         if self.padding_mode != "zeros":
             x = F.pad(x, self._pad_pairs, mode=self.padding_mode)

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from monai_kan.layers.bspline_kan import BSplineKANBase
 from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
+from monai_kan.utils import check_floating_input
 
 __all__ = ["KANLinear"]
 
@@ -61,8 +62,7 @@ class KANLinear(BSplineKANBase):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"KANLinear expected input of shape (..., {self.in_features}), got {list(x.shape)}.")
-        if not x.is_floating_point():
-            raise TypeError(f"KANLinear expected a floating-point input, got {x.dtype}.")
+        check_floating_input(x, "KANLinear")
         lead = x.shape[:-1]
         rows = x.reshape(-1, self.in_features)  # (M, in)
         if rows.shape[0] == 0:  # no positions: a length-0 convolution is an error, a batch of 0 is not

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from monai_kan.utils import check_floating_input, check_positive_int
+
 __all__ = ["FourierKANLinear"]
 
 
@@ -43,9 +45,7 @@ class FourierKANLinear(nn.Module):
         smooth_initialization: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features), ("grid_size", grid_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        check_positive_int(in_features=in_features, out_features=out_features, grid_size=grid_size)
         self.in_features = in_features
         self.out_features = out_features
         self.grid_size = grid_size
@@ -69,8 +69,7 @@ class FourierKANLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"FourierKANLinear expected input of shape (..., {self.in_features}), got {list(x.shape)}.")
-        if not x.is_floating_point():
-            raise TypeError(f"FourierKANLinear expected a floating-point input, got {x.dtype}.")
+        check_floating_input(x, "FourierKANLinear")
         angles = x.unsqueeze(-1) * self.frequencies.to(x.dtype)  # (..., in, G)
         features = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-3)  # (..., 2, in, G)
         features = features.flatten(-3)  # (..., 2 * in * G), same order as the coefficients below

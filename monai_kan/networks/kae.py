@@ -7,11 +7,12 @@ from typing import Callable, Dict, Sequence
 import torch
 import torch.nn as nn
 
-from monai_kan.networks.fourier_kan import FourierKANLinear
 from monai_kan.layers.kae import KAELayer
 from monai_kan.layers.kan_linear import KANLinear
 from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
+from monai_kan.networks.fourier_kan import FourierKANLinear
 from monai_kan.networks.wavelet_kan import WaveletKANLinear
+from monai_kan.utils import check_floating_input, check_positive_int
 
 __all__ = ["KAE", "AUTOENCODER_LAYERS", "register_autoencoder_layer"]
 
@@ -81,9 +82,7 @@ class KAE(nn.Module):
         layer_type: str = "kae",
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("latent_dim", latent_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        check_positive_int(in_features=in_features, latent_dim=latent_dim)
         if any(not isinstance(h, int) or h < 1 for h in hidden_dims):
             raise ValueError(f"`hidden_dims` must be positive integers, got {tuple(hidden_dims)!r}.")
         key = layer_type.lower()
@@ -115,8 +114,7 @@ class KAE(nn.Module):
             raise ValueError(
                 f"KAE expected {self.in_features} features per sample, got {x.shape[1]} (input shape {list(x.shape)})."
             )
-        if not x.is_floating_point():
-            raise TypeError(f"KAE expected a floating-point input, got {x.dtype}.")
+        check_floating_input(x, "KAE")
         return x
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

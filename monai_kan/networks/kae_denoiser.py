@@ -15,14 +15,10 @@ import torch.nn.functional as F
 
 from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
 from monai_kan.networks.kae import KAE
+from monai_kan.utils import check_floating_input, check_positive_int
 
 __all__ = ["PatchKAE"]
 
-
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return value
 
 
 class PatchKAE(nn.Module):
@@ -71,10 +67,10 @@ class PatchKAE(nn.Module):
         super().__init__()
         if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
             raise ValueError(f"`spatial_dims` must be 2 or 3, got {spatial_dims!r}.")
-        _positive_int("in_channels", in_channels)
-        _positive_int("patch_size", patch_size)
+        check_positive_int(in_channels=in_channels)
+        check_positive_int(patch_size=patch_size)
         stride = max(patch_size // 2, 1) if stride is None else stride
-        _positive_int("stride", stride)
+        check_positive_int(stride=stride)
         if stride > patch_size:
             raise ValueError(f"`stride` must be <= `patch_size` ({patch_size}) to cover every pixel, got {stride}.")
         self.spatial_dims = spatial_dims
@@ -132,8 +128,7 @@ class PatchKAE(nn.Module):
                 f"PatchKAE expected {self.in_channels} input channel(s), got {x.shape[1]} "
                 f"(input shape {list(x.shape)})."
             )
-        if not x.is_floating_point():
-            raise TypeError(f"PatchKAE expected a floating-point input, got {x.dtype}.")
+        check_floating_input(x, "PatchKAE")
         if any(size == 0 for size in x.shape[2:]):
             raise ValueError(f"PatchKAE got an input with an empty spatial dimension, shape {list(x.shape)}.")
         spatial: List[int] = list(x.shape[2:])

@@ -13,6 +13,7 @@ from monai.utils import ensure_tuple_rep
 
 from monai_kan.blocks.kan_blocks import CONV_TYPES, KANConvBlock, KANResidualUnit, make_conv
 from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
+from monai_kan.utils import check_floating_input, check_positive_int
 
 __all__ = ["KMUNet", "KMUnet"]
 
@@ -84,9 +85,7 @@ class KMUNet(nn.Module):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"`spatial_dims` must be 1, 2 or 3, got {spatial_dims!r}.")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        check_positive_int(in_channels=in_channels, out_channels=out_channels)
         if len(channels) < 2:
             raise ValueError(f"the length of `channels` should be no less than 2, got {tuple(channels)}.")
         if any(not isinstance(c, int) or c < 1 for c in channels):
@@ -162,8 +161,7 @@ class KMUNet(nn.Module):
                 f"KMUNet expected input of shape (N, {self.in_channels}, <{self.dimensions} spatial dims>), "
                 f"got {list(x.shape)}."
             )
-        if not x.is_floating_point():
-            raise TypeError(f"KMUNet expected a floating-point input, got {x.dtype}.")
+        check_floating_input(x, "KMUNet")
         spatial = x.shape[2:]
         for d in range(self.dimensions):
             if spatial[d] % self.size_divisor[d] != 0:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import warnings
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Tuple
 
 import torch
 import torch.nn as nn
 
-from monai_kan.layers.fused import fused_kernels_enabled
+from monai_kan.layers.fused import fused_kernels_enabled, run_kernel
+from monai_kan.utils import check_floating_input, check_positive_int
 
 __all__ = ["WaveletKANLinear", "mexican_hat_edges"]
 
@@ -55,30 +53,9 @@ def _edges_backward_recompute(x, scale, translation, weight, grad_out):
     return grad_x, grad_scale, grad_translation, grad_weight
 
 
-_COMPILED: Dict[str, Optional[Callable]] = {}  # None: compilation off or failed for good
-
-
-def _compiled(name: str, fn: Callable) -> Optional[Callable]:
-    """``torch.compile(fn)`` once per process, or None when fused kernels are off or cannot be built."""
-    if not fused_kernels_enabled() or _COMPILED.get(name, True) is None:
-        return None
-    if name not in _COMPILED:
-        if shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None:
-            _COMPILED[name] = None
-            return None
-        _COMPILED[name] = torch.compile(fn, dynamic=True)
-    return _COMPILED[name]
-
-
-def _run(name: str, fn: Callable, *args):
-    compiled = _compiled(name, fn)
-    if compiled is not None:
-        try:
-            return compiled(*args)
-        except Exception as err:  # compilation is an optimisation: fall back to eager, once and for all
-            warnings.warn(f"monai_kan: torch.compile of {name} failed ({type(err).__name__}: {err}); using eager code.")
-            _COMPILED[name] = None
-    return fn(*args)
+def _fused(name: str, fn: Callable, *tensors: torch.Tensor) -> torch.Tensor:
+    # the batch (first dim of x and grad_out) is dynamic; the layer's own shapes are its configuration
+    return run_kernel(name, fn, [(t, (0,) if i == 0 or i == 4 else ()) for i, t in enumerate(tensors)])
 
 
 class _MexicanHatEdges(torch.autograd.Function):
@@ -93,10 +70,10 @@ class _MexicanHatEdges(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, translation: torch.Tensor, weight: torch.Tensor):
-        ctx.fused = _compiled("wavelet_forward", mexican_hat_edges) is not None
+        ctx.fused = fused_kernels_enabled()
         if ctx.fused:
             ctx.save_for_backward(x, scale, translation, weight)
-            return _run("wavelet_forward", mexican_hat_edges, x, scale, translation, weight)
+            return _fused("wavelet_forward", mexican_hat_edges, x, scale, translation, weight)
         inv_scale = scale.reciprocal()
         u = (x.unsqueeze(1) - translation).mul_(inv_scale)
         u2 = u * u
@@ -107,7 +84,7 @@ class _MexicanHatEdges(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if ctx.fused:
-            return _run("wavelet_backward", _edges_backward_recompute, *ctx.saved_tensors, grad_out.contiguous())
+            return _fused("wavelet_backward", _edges_backward_recompute, *ctx.saved_tensors, grad_out.contiguous())
         u, gauss, inv_scale, weight = ctx.saved_tensors
         g = (grad_out * _MEXICAN_HAT_C).unsqueeze(-1)  # (N, out, 1)
         u2 = u * u
@@ -143,9 +120,7 @@ class WaveletKANLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, batch_norm: bool = True) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        check_positive_int(in_features=in_features, out_features=out_features)
         self.in_features = in_features
         self.out_features = out_features
         self.scale = nn.Parameter(torch.empty(out_features, in_features))
@@ -169,8 +144,7 @@ class WaveletKANLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"WaveletKANLinear expected input of shape (..., {self.in_features}), got {list(x.shape)}.")
-        if not x.is_floating_point():
-            raise TypeError(f"WaveletKANLinear expected a floating-point input, got {x.dtype}.")
+        check_floating_input(x, "WaveletKANLinear")
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
         if torch.jit.is_scripting():

@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from monai_kan.basis.bspline import bspline_basis, is_uniform_knots
 from monai_kan.basis.knots import data_knots, refined_knots
 from monai_kan.layers.bspline_kan import BSplineKANBase, sample_rows
+from monai_kan.utils import check_positive_int
 
 __all__ = [
     "GridRefit",
@@ -400,8 +401,7 @@ def _extend_layer(
     n_fit: int = 64,
 ) -> GridRefit:
     """:func:`extend_grid`; with ``sync``, ``x`` may be ``None`` on some ranks."""
-    if not isinstance(new_grid_size, int) or isinstance(new_grid_size, bool) or new_grid_size < 1:
-        raise ValueError(f"`new_grid_size` must be a positive integer, got {new_grid_size!r}.")
+    check_positive_int(new_grid_size=new_grid_size)
     if not 0.0 <= grid_eps <= 1.0:
         raise ValueError(f"`grid_eps` must be in [0, 1], got {grid_eps}.")
     k = layer.spline_order

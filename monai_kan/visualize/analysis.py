@@ -6,7 +6,6 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from monai_kan.basis.bspline import bspline_basis
 from monai_kan.layers.bspline_kan import BSplineKANBase
 from monai_kan.tools.pruning import kan_edge_scores
 
