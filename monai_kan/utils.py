@@ -5,18 +5,29 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_positive_int", "check_floating_input"]
+__all__ = ["check_int", "check_positive_int", "check_floating_input"]
+
+
+def check_int(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` if it is an ``int`` (not a ``bool``) ``>= minimum``.
+
+    Raises:
+        ValueError: ``` `name` must be a positive integer, got value.``` (or ``an integer >= minimum``).
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"`{name}` must be {kind}, got {value!r}.")
+    return value
 
 
 def check_positive_int(**values: object) -> None:
-    """Check that every keyword value is an ``int`` (not a ``bool``) >= 1.
+    """:func:`check_int` of every keyword value, each named by its keyword.
 
     Raises:
-        ValueError: ``` `name` must be a positive integer, got value.``` for the first one that is not.
+        ValueError: for the first value that is not a positive integer.
     """
     for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        check_int(name, value)
 
 
 def check_floating_input(x: torch.Tensor, owner: str) -> None:

@@ -65,7 +65,7 @@ def classical_baselines(test_pairs: list) -> dict:
     from monai.metrics import MSEMetric, PSNRMetric, SSIMMetric
     from monai.transforms import MedianSmooth
 
-    from monai_kan.data.denoising_data import load_slice
+    from monai_kan.data.transforms import load_slice
 
     methods = {"noisy input (no denoising)": lambda x: x, "median filter 3x3 (MONAI MedianSmooth)": MedianSmooth(1),
                "median filter 5x5 (MONAI MedianSmooth)": MedianSmooth(2)}
@@ -136,7 +136,7 @@ def main() -> None:
 
     # the noisy test files both runs evaluated on (same noise, same seed)
     sys.path.insert(0, str(REPO))
-    from monai_kan.data.denoising_data import denoising_datalist, noisy_pairs
+    from monai_kan.data.denoising_splits import denoising_datalist, noisy_pairs
 
     kae_root = work / "kae"
     data_root = sorted((kae_root / "data").glob(source))[0]

@@ -23,7 +23,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
-from monai_kan.data import denoising_data as dd
+import monai_kan.data as dd
 from helpers import error_chain
 
 REPO = Path(__file__).resolve().parents[1]

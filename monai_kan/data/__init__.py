@@ -1,32 +1,97 @@
-"""Data for monai-kan: synthetic phantoms, MSD layout reading and checks, registry data, KAE benchmark images."""
+"""Data for monai-kan, one module per job.
 
-from .denoising_data import LoadSlice2Dd, RandSaltPepperNoise, RandSaltPepperNoised
+Reading and writing datasets (the Medical Segmentation Decathlon layout, ``dataset.json`` + ``imagesTr/`` ...):
+
+* :mod:`~monai_kan.data.msd`: the one ``dataset.json`` reader (:func:`read_dataset_json`, :func:`read_datalist`, on
+  top of MONAI's ``load_decathlon_datalist``), the checked segmentation data lists (:func:`load_msd_datalist`,
+  :func:`check_case`, :class:`CheckLabeld`) and :func:`split_datalist`.
+* :mod:`~monai_kan.data.msd_writer`: the one writer: :func:`new_msd_folder` publishes a folder atomically (written
+  beside the target, then renamed; usual ``mkdir`` permissions); :func:`write_slice_dataset` for 2D image sets.
+
+Data sets (all written through :mod:`~monai_kan.data.msd_writer`):
+
+* :mod:`~monai_kan.data.phantoms`: synthetic organ-with-lesion phantoms for the KM-UNet segmentation bundles.
+* :mod:`~monai_kan.data.registry_data`: real labelled images from package-registry packages (pyradiomics, nilearn).
+* :mod:`~monai_kan.data.mni152`: the nilearn MNI152 template, found and loaded in one place; its T1 slices for the
+  KAE denoising bundle.
+* :mod:`~monai_kan.data.synthetic_slices`: synthetic CT-like 2D slices for the KAE denoising bundle.
+* :mod:`~monai_kan.data.mnist` and :mod:`~monai_kan.data.synthetic`: the KAE benchmark's images (MNIST, Fashion-MNIST,
+  generated blobs), in memory.
+
+Pipelines:
+
+* :mod:`~monai_kan.data.transforms`: salt-and-pepper noise (one rule, explicit total ``amount``), the denoising
+  bundle's fixed noisy copies (:func:`add_noise`), checked 2D slice loading (:class:`LoadSlice2Dd`).
+* :mod:`~monai_kan.data.denoising_splits`: the denoising bundle's train / validation / test lists and noisy pairs.
+"""
+
+from .denoising_splits import IMAGE_EXTENSIONS, denoising_datalist, image_files, noisy_pairs, prepare_denoising_data
+from .mni152 import MNI152_INSTALL_HINT, find_mni152_template, load_mni152, make_mni152_dataset
 from .mnist import ImageSplits, load_fashion_mnist, load_mnist, read_idx
-from .msd import CheckLabeld, DatasetError, check_case, load_msd_datalist, read_dataset_json, split_datalist
+from .msd import (
+    CheckLabeld,
+    DatasetError,
+    DatasetNotFoundError,
+    check_case,
+    load_msd_datalist,
+    read_datalist,
+    read_dataset_json,
+    split_datalist,
+)
+from .msd_writer import FolderExistsError, new_msd_folder, write_slice_dataset
 from .phantoms import PHANTOM_LABELS, default_phantom_params, ensure_phantom_dataset, make_phantom, write_phantom_dataset
 from .registry_data import convert_mni152, convert_pyradiomics
 from .synthetic import make_blob_images
+from .synthetic_slices import SYNTHETIC_SHAPES, make_synthetic_dataset, synthetic_slice
+from .transforms import (
+    LoadSlice2Dd,
+    RandSaltPepperNoise,
+    RandSaltPepperNoised,
+    add_noise,
+    load_slice,
+    salt_and_pepper_noise,
+)
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
+    "MNI152_INSTALL_HINT",
     "PHANTOM_LABELS",
+    "SYNTHETIC_SHAPES",
     "CheckLabeld",
     "DatasetError",
+    "DatasetNotFoundError",
+    "FolderExistsError",
     "ImageSplits",
     "LoadSlice2Dd",
     "RandSaltPepperNoise",
     "RandSaltPepperNoised",
+    "add_noise",
     "check_case",
     "convert_mni152",
     "convert_pyradiomics",
     "default_phantom_params",
+    "denoising_datalist",
     "ensure_phantom_dataset",
+    "find_mni152_template",
+    "image_files",
     "load_fashion_mnist",
+    "load_mni152",
     "load_mnist",
     "load_msd_datalist",
+    "load_slice",
     "make_blob_images",
+    "make_mni152_dataset",
     "make_phantom",
+    "make_synthetic_dataset",
+    "new_msd_folder",
+    "noisy_pairs",
+    "prepare_denoising_data",
     "read_dataset_json",
+    "read_datalist",
     "read_idx",
+    "salt_and_pepper_noise",
     "split_datalist",
+    "synthetic_slice",
     "write_phantom_dataset",
+    "write_slice_dataset",
 ]

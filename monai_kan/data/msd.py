@@ -10,6 +10,10 @@ otherwise surface as an obscure error deep in a training run (or worse, be skipp
 * label values that are not integers in ``[0, num_classes - 1]``,
 * an empty or missing list.
 
+:func:`read_dataset_json` is the package's one reader of ``dataset.json`` and :func:`read_datalist` its one list
+reader (on top of MONAI's ``load_decathlon_datalist``); the segmentation bundles, the phantom and denoising
+generators and the denoising splits all go through them.
+
 Header checks (:func:`load_msd_datalist`) are cheap and run on the whole list before training starts; label values
 need the voxels, so they are checked as the data is loaded, by the :class:`CheckLabeld` transform (or up front with
 ``check="full"``).
@@ -34,9 +38,11 @@ from monai.transforms import MapTransform
 __all__ = [
     "CheckLabeld",
     "DatasetError",
+    "DatasetNotFoundError",
     "check_case",
     "load_msd_datalist",
     "read_dataset_json",
+    "read_datalist",
     "split_datalist",
 ]
 
@@ -47,21 +53,29 @@ class DatasetError(ValueError):
     """A dataset file or list is missing, unreadable or inconsistent (the message names the file)."""
 
 
-def read_dataset_json(dataset_dir: str) -> Dict[str, Any]:
-    """Read ``<dataset_dir>/dataset.json``.
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """The dataset folder or its ``dataset.json`` does not exist (both a ``ValueError`` and a ``FileNotFoundError``)."""
+
+
+def read_dataset_json(dataset_dir: "str | os.PathLike") -> Dict[str, Any]:
+    """Read ``<dataset_dir>/dataset.json`` (the one reader of the package; lists go through :func:`read_datalist`).
 
     Args:
         dataset_dir: MSD dataset folder.
 
     Raises:
-        DatasetError: the folder or the file is missing, or the file is not a JSON object.
+        DatasetNotFoundError: the folder or the file is missing.
+        DatasetError: the file is not a JSON object.
     """
+    dataset_dir = os.fspath(dataset_dir)
     if not os.path.isdir(dataset_dir):
-        raise DatasetError(f"dataset folder {dataset_dir} does not exist (expected an MSD folder with dataset.json).")
+        raise DatasetNotFoundError(
+            f"dataset folder {dataset_dir} does not exist (expected an MSD folder with dataset.json)."
+        )
     path = os.path.join(dataset_dir, "dataset.json")
     if not os.path.isfile(path):
-        raise DatasetError(f"{path} does not exist: `dataset_dir` must be a folder in the MSD layout (dataset.json, "
-                           f"imagesTr/, labelsTr/).")
+        raise DatasetNotFoundError(f"{path} does not exist: `dataset_dir` must be a folder in the MSD layout "
+                                   f"(dataset.json, imagesTr/, labelsTr/).")
     try:
         with open(path) as f:
             meta = json.load(f)
@@ -199,33 +213,69 @@ def load_msd_datalist(
         DatasetError: a missing/unreadable ``dataset.json``, an empty list, a bad entry, a missing, corrupt or
             mismatched file (named in the message).
     """
-    meta = read_dataset_json(dataset_dir)
-    json_path = os.path.join(dataset_dir, "dataset.json")
-    if split not in meta:
-        raise DatasetError(f"{json_path} has no {split!r} list (found keys {sorted(meta)}).")
-    entries = meta[split]
-    if not isinstance(entries, list) or len(entries) == 0:
-        raise DatasetError(f"the {split!r} list of {json_path} is empty: there is nothing to train or infer on.")
-    if num_classes is not None and isinstance(meta.get("labels"), dict) and len(meta["labels"]) != num_classes:
-        raise DatasetError(
-            f"{json_path} defines {len(meta['labels'])} labels {meta['labels']} but the bundle is set to "
-            f"num_classes={num_classes}; override `class_names` to match the dataset."
-        )
+    if num_classes is not None:
+        meta = read_dataset_json(dataset_dir)
+        if isinstance(meta.get("labels"), dict) and len(meta["labels"]) != num_classes:
+            raise DatasetError(
+                f"{os.path.join(dataset_dir, 'dataset.json')} defines {len(meta['labels'])} labels {meta['labels']} "
+                f"but the bundle is set to num_classes={num_classes}; override `class_names` to match the dataset."
+            )
     if require_labels is None:
         require_labels = split == "training"
-    out = []
+    out = read_datalist(dataset_dir, split, require_labels=require_labels)
+    for item in out:
+        check_case(item, check, num_classes, spatial_dims)
+    return out
+
+
+def read_datalist(dataset_dir: "str | os.PathLike", key: str = "training", require_labels: bool = False,
+                  allow_empty: bool = False) -> List[Dict[str, str]]:
+    """One list of ``dataset.json`` as ``[{"image": path, "label": path}, ...]``, paths joined to ``dataset_dir``.
+
+    The paths are resolved by MONAI's :func:`monai.data.load_decathlon_datalist` (``os.path.normpath`` of the folder
+    joined with the listed path; plain path entries, as in the MSD ``test`` lists, become ``{"image": path}``); only
+    the ``image`` and ``label`` keys are kept. Before that, the list is checked here, with errors naming the file.
+
+    Args:
+        dataset_dir: dataset folder (holding ``dataset.json``).
+        key: the list to read (``"training"``, ``"test"``, ...).
+        require_labels: every entry must have a ``label`` path.
+        allow_empty: return ``[]`` for an empty list instead of raising.
+
+    Raises:
+        DatasetNotFoundError: the folder or ``dataset.json`` is missing.
+        DatasetError: unreadable JSON, no such list, an empty list, a malformed entry (the message names the file).
+    """
+    from monai.data import load_decathlon_datalist
+
+    dataset_dir = os.fspath(dataset_dir)
+    meta = read_dataset_json(dataset_dir)
+    json_path = os.path.join(dataset_dir, "dataset.json")
+    if key not in meta:
+        raise DatasetError(f"{json_path} has no {key!r} list (found keys {sorted(meta)}).")
+    entries = meta[key]
+    if not isinstance(entries, list):
+        raise DatasetError(f"the {key!r} entry of {json_path} must be a list, got {type(entries).__name__}.")
+    if not entries:
+        if allow_empty:
+            return []
+        raise DatasetError(f"the {key!r} list of {json_path} is empty: there is nothing to train or infer on.")
     for i, entry in enumerate(entries):
         item = {"image": entry} if isinstance(entry, str) else entry
         if not isinstance(item, dict) or not isinstance(item.get("image"), str):
-            raise DatasetError(f"entry {i} of the {split!r} list of {json_path} must be a path or a dict with an "
+            raise DatasetError(f"entry {i} of the {key!r} list of {json_path} must be a path or a dict with an "
                                f"'image' path, got {entry!r}.")
         if require_labels and not isinstance(item.get("label"), str):
-            raise DatasetError(f"entry {i} of the {split!r} list of {json_path} has no 'label' path: {entry!r}.")
-        resolved = {k: os.path.normpath(os.path.join(dataset_dir, v)) for k, v in item.items()
-                    if k in ("image", "label") and isinstance(v, str)}
-        check_case(resolved, check, num_classes, spatial_dims)
-        out.append(resolved)
-    return out
+            raise DatasetError(f"entry {i} of the {key!r} list of {json_path} has no 'label' path: {entry!r}.")
+    plain = [isinstance(e, str) for e in entries]
+    if any(plain) and (key != "test" or not all(plain)):
+        raise DatasetError(f"the {key!r} list of {json_path} must hold dicts ({{'image': path, ...}}); only a 'test' "
+                           "list may instead hold plain paths, all of them.")
+    try:
+        items = load_decathlon_datalist(json_path, is_segmentation=True, data_list_key=key, base_dir=dataset_dir)
+    except (TypeError, ValueError) as e:  # not expected after the checks above; named anyway
+        raise DatasetError(f"cannot read the {key!r} list of {json_path}: {e}") from e
+    return [{k: v for k, v in item.items() if k in ("image", "label") and isinstance(v, str)} for item in items]
 
 
 def split_datalist(

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from monai_kan.utils import check_int
+from monai_kan.data.msd import read_dataset_json
+from monai_kan.data.msd_writer import new_msd_folder, save_nifti
 
 __all__ = [
     "PHANTOM_LABELS",
@@ -201,9 +202,7 @@ def _save_nifti(array: np.ndarray, spacing: float, path: str) -> None:
     affine = np.diag([spacing] * array.ndim + [1.0])
     if array.ndim == 2:  # nibabel wants a 3D/4D affine even for 2D images
         affine = np.diag([spacing, spacing, 1.0, 1.0])
-    img = nib.Nifti1Image(array, affine)
-    img.header.set_xyzt_units("mm")
-    nib.save(img, path)
+    save_nifti(path, array, affine, xyz_mm=True)
 
 
 def write_phantom_dataset(
@@ -215,11 +214,12 @@ def write_phantom_dataset(
     spacing: Optional[float] = None,
     seed: Optional[int] = None,
 ) -> str:
-    """Write a phantom set in the MSD layout into ``root`` (which must not exist or be an empty folder).
+    """Write a phantom set in the MSD layout into ``root`` (which must not exist or be an empty folder; else
+    :class:`~monai_kan.data.msd_writer.FolderExistsError`, a ``ValueError``).
 
-    The files are first written to a temporary sibling folder, which is then renamed to ``root``: an interrupted
-    run leaves no half-written dataset behind, and concurrent writers (e.g. the ranks of a distributed run) cannot
-    mix their files.
+    The files are first written to a temporary sibling folder, which is then renamed to ``root``
+    (:func:`~monai_kan.data.msd_writer.new_msd_folder`): an interrupted run leaves no half-written dataset behind,
+    and concurrent writers (e.g. the ranks of a distributed run) cannot mix their files.
 
     Args:
         root: output folder.
@@ -238,22 +238,14 @@ def write_phantom_dataset(
              "seed": seed}
     params.update({k: v for k, v in given.items() if v is not None})
     params["shape_range"] = [int(v) for v in params["shape_range"]]
-    for key in ("num_train", "num_test"):
-        if not isinstance(params[key], int) or params[key] < (1 if key == "num_train" else 0):
-            raise ValueError(f"`{key}` must be a positive integer, got {params[key]!r}.")
+    check_int("num_train", params["num_train"])
+    check_int("num_test", params["num_test"], minimum=0)
     lo, hi = params["shape_range"] if len(params["shape_range"]) == 2 else (0, 0)
     if len(params["shape_range"]) != 2 or lo < 32 or hi < lo:
         raise ValueError(f"`shape_range` must be [min, max] with 32 <= min <= max, got {params['shape_range']}.")
     root = os.path.abspath(root)
-    if os.path.exists(root) and (not os.path.isdir(root) or os.listdir(root)):
-        raise ValueError(f"cannot write a phantom dataset into {root}: it exists and is not an empty folder.")
-
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.tmp-", dir=parent)
-    try:
-        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-            os.makedirs(os.path.join(tmp, sub))
+    # another writer (a distributed rank) finishing first is fine: its files are the same, they are kept
+    with new_msd_folder(root, keep_concurrent=True) as tmp:
         training, test = [], []
         for index in range(params["num_train"] + params["num_test"]):
             rng = np.random.default_rng([int(params["seed"]), index])
@@ -282,18 +274,6 @@ def write_phantom_dataset(
         }
         with open(os.path.join(tmp, "dataset.json"), "w") as f:
             json.dump(meta, f, indent=2)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        try:
-            if os.path.isdir(root):
-                os.rmdir(root)  # an empty folder (checked above); fails if another writer filled it meanwhile
-            os.rename(tmp, root)
-        except OSError:
-            if not os.path.isfile(os.path.join(root, "dataset.json")):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep its (identical) files
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return os.path.join(root, "dataset.json")
 
 
@@ -318,11 +298,7 @@ def ensure_phantom_dataset(root: str, spatial_dims: int = 3, **params: Any) -> s
     path = os.path.join(root, "dataset.json")
     if not os.path.isfile(path):
         return write_phantom_dataset(root, spatial_dims, **params)
-    try:
-        with open(path) as f:
-            found = json.load(f).get("generator", {})
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable dataset.json: {e}") from e
+    found = read_dataset_json(root).get("generator", {})  # DatasetError (a ValueError) names an unreadable file
     wanted = default_phantom_params(spatial_dims)
     wanted.update({k: v for k, v in params.items() if v is not None})
     wanted["shape_range"] = [int(v) for v in wanted["shape_range"]]

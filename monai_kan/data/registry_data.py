@@ -25,12 +25,15 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import zipfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from monai_kan.data.mni152 import NILEARN_MNI_FILES, extract_mni152_from_wheel, load_mni152
+from monai_kan.data.msd_writer import new_msd_folder, save_nifti
+
 __all__ = [
+    "NILEARN_MNI_FILES",
     "PYRADIOMICS_CASES",
     "convert_mni152",
     "convert_pyradiomics",
@@ -38,13 +41,9 @@ __all__ = [
     "rescale_intensity",
 ]
 
+_OVERWRITE_HINT = "pass --overwrite (overwrite=True) to replace it."
 PYRADIOMICS_VERSION = "3.0.1"
 PYRADIOMICS_CASES = ("brain1", "brain2", "breast1", "lung1", "lung2")
-NILEARN_MNI_FILES = {
-    "t1": "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-    "gm": "nilearn/datasets/data/mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-    "wm": "nilearn/datasets/data/mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-}
 
 
 def pip_download(requirement: str, dest: str, source: bool = False) -> str:
@@ -127,24 +126,6 @@ def _write_args(tmp_dir: str, out_dir: str, class_names: Sequence[str], extra: O
     return path
 
 
-def _prepare_out(out_dir: str, overwrite: bool) -> str:
-    """A temporary sibling folder to write into; renamed to ``out_dir`` when complete."""
-    out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir) and os.listdir(out_dir):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} is not empty: pass --overwrite to replace it.")
-    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=os.path.dirname(out_dir))
-
-
-def _finish(tmp: str, out_dir: str) -> None:
-    out_dir = os.path.abspath(out_dir)
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-    os.rename(tmp, out_dir)
-
-
 def convert_pyradiomics(
     out_dir: str,
     cache_dir: str,
@@ -157,7 +138,8 @@ def convert_pyradiomics(
         out_dir: MSD folder to write.
         cache_dir: where ``pip download`` puts the source distribution.
         test_cases: cases of the held-out ``test`` list (with labels); the others form ``training``.
-        overwrite: replace a non-empty ``out_dir``.
+        overwrite: replace a non-empty ``out_dir`` (else :class:`FileExistsError`). The set is written beside it and
+            moved in place when complete (:func:`~monai_kan.data.msd_writer.new_msd_folder`).
 
     Returns:
         path of ``dataset.json``.
@@ -168,8 +150,7 @@ def convert_pyradiomics(
     if unknown or len(test_cases) >= len(PYRADIOMICS_CASES):
         raise ValueError(f"`test_cases` must be a proper subset of {PYRADIOMICS_CASES}, got {list(test_cases)}.")
     sdist = pip_download(f"pyradiomics=={PYRADIOMICS_VERSION}", cache_dir, source=True)
-    tmp = _prepare_out(out_dir, overwrite)
-    try:
+    with new_msd_folder(out_dir, overwrite=overwrite, subfolders=(), hint=_OVERWRITE_HINT) as tmp:
         with tarfile.open(sdist) as tar:
             members = [m for m in tar.getmembers()
                        if m.isfile() and "/data/" in m.name and m.name.endswith(".nrrd")]
@@ -203,27 +184,18 @@ def convert_pyradiomics(
             "BSD-3-Clause (pyradiomics, Copyright 2017 Harvard Medical School); see LICENSE.txt",
             "https://github.com/AIM-Harvard/pyradiomics (data/)", 3, {"0": "MR/CT"})
         _write_args(tmp, out_dir, ["background", "tumor"], {"num_val": 1})
-        _finish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return os.path.join(out_dir, "dataset.json")
 
 
 def _mni_volumes(cache_dir: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """T1 template (rescaled), tissue label map and affine of the MNI152 template shipped by nilearn."""
-    import nibabel as nib
-
     wheel = pip_download("nilearn", cache_dir, source=False)
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(wheel) as zf:
-        paths = {}
-        for key, member in NILEARN_MNI_FILES.items():
-            zf.extract(member, tmp)
-            paths[key] = os.path.join(tmp, member)
-        t1 = nib.load(paths["t1"])
-        gm = np.asarray(nib.load(paths["gm"]).dataobj, dtype=np.float32)
-        wm = np.asarray(nib.load(paths["wm"]).dataobj, dtype=np.float32)
-        image = rescale_intensity(np.asarray(t1.dataobj, dtype=np.float32))
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = extract_mni152_from_wheel(wheel, tmp)
+        t1, t1_volume = load_mni152(paths["t1"])
+        gm = load_mni152(paths["gm"])[1]
+        wm = load_mni152(paths["wm"])[1]
+        image = rescale_intensity(t1_volume)
         affine = t1.affine
     brain = (gm + wm) > 127.5  # probabilities are stored as 0..255
     label = np.where(brain, np.where(wm >= gm, 1, 2), 0).astype(np.uint8)
@@ -264,23 +236,19 @@ def convert_mni152(
         out_dir: MSD folder to write.
         cache_dir: where ``pip download`` puts the nilearn wheel.
         spatial_dims: 3 (slabs) or 2 (slices).
-        overwrite: replace a non-empty ``out_dir``.
+        overwrite: replace a non-empty ``out_dir`` (else :class:`FileExistsError`). The set is written beside it and
+            moved in place when complete (:func:`~monai_kan.data.msd_writer.new_msd_folder`).
         slab_thickness: slices per 3D slab.
         slice_step: take every ``slice_step``-th slice (2D).
 
     Returns:
         path of ``dataset.json``.
     """
-    import nibabel as nib
-
     if spatial_dims not in (2, 3):
         raise ValueError(f"`spatial_dims` must be 2 or 3, got {spatial_dims!r}.")
     image, label, affine = _mni_volumes(cache_dir)
     z = np.where(label.any(axis=(0, 1)))[0]
-    tmp = _prepare_out(out_dir, overwrite)
-    try:
-        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-            os.makedirs(os.path.join(tmp, sub))
+    with new_msd_folder(out_dir, overwrite=overwrite, hint=_OVERWRITE_HINT) as tmp:
         training, test = [], []
         if spatial_dims == 3:
             starts = np.arange(z.min(), z.max() + 1 - slab_thickness + 1, slab_thickness)
@@ -305,8 +273,8 @@ def convert_mni152(
                     aff[:3, 3] = affine[:3, :3] @ np.array([0, 0, s]) + affine[:3, 3]
                 if not lab.any():
                     continue
-                nib.save(nib.Nifti1Image(img, aff), os.path.join(tmp, f"images{split}", name))
-                nib.save(nib.Nifti1Image(lab, aff), os.path.join(tmp, f"labels{split}", name))
+                save_nifti(os.path.join(tmp, f"images{split}", name), img, aff)
+                save_nifti(os.path.join(tmp, f"labels{split}", name), lab, aff)
                 (test if split == "Ts" else training).append(
                     {"image": f"./images{split}/{name}", "label": f"./labels{split}/{name}"})
         _write_dataset_json(
@@ -323,8 +291,4 @@ def convert_mni152(
         if spatial_dims == 3:  # thin slabs: keep the 1 mm axial spacing so a slab is one patch deep
             extra.update({"pixdim": [2.0, 2.0, 1.0], "patch_size": [32, 32, slab_thickness]})
         _write_args(tmp, out_dir, ["background", "white_matter", "gray_matter"], extra)
-        _finish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return os.path.join(out_dir, "dataset.json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from monai_kan.utils import check_int
 from monai_kan.data.mnist import ImageSplits
 
 __all__ = ["make_blob_images"]
@@ -25,8 +26,7 @@ def make_blob_images(
         :class:`~monai_kan.data.mnist.ImageSplits` with images ``(N, 1, size, size)`` in ``[0, 1]``.
     """
     for name, value in (("n_train", n_train), ("n_test", n_test), ("num_classes", num_classes), ("size", size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        check_int(name, value)
     gen = torch.Generator().manual_seed(seed)
     centres = 0.2 + 0.6 * torch.rand(num_classes, 3, 2, generator=gen)  # blob centres in [0.2, 0.8]^2
     grid = (torch.arange(size, dtype=torch.float32) + 0.5) / size

@@ -133,13 +133,15 @@ def add_gaussian_noise(x: torch.Tensor, std: float, generator: Optional[torch.Ge
 
 
 def add_salt_and_pepper_noise(x: torch.Tensor, prob: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Set each element to 0 with probability ``prob`` and to 1 with probability ``prob`` (``2 prob`` changed in all).
+    """The KAE paper's salt-and-pepper noise: each element becomes 0 with probability ``prob`` and 1 with ``prob``.
 
-    This is the KAE authors' rule with their README's parameters ``(0.05, 0.95)``: one uniform draw ``r`` per
-    element, pepper where ``r < prob``, salt where ``r > 1 - prob``.
+    That is :func:`monai_kan.data.transforms.salt_and_pepper_noise` with ``amount = 2 * prob`` (the total fraction
+    changed): the paper protocol's ``prob=0.05`` (the authors' README parameters ``(0.05, 0.95)``: one uniform draw
+    ``r`` per element, pepper where ``r < 0.05``, salt where ``r > 0.95``) is ``amount=0.10``, 5 % salt plus 5 %
+    pepper. (The denoising bundle's ``salt_pepper=0.05`` is ``amount=0.05``, half as many changed pixels.)
     """
+    from monai_kan.data.transforms import salt_and_pepper_noise
+
     if not 0.0 <= prob <= 0.5:
         raise ValueError(f"`prob` must be in [0, 0.5], got {prob!r}.")
-    r = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    out = x.masked_fill(r < prob, 0.0)
-    return out.masked_fill_(r > 1.0 - prob, 1.0)
+    return salt_and_pepper_noise(x, 2.0 * prob, generator)

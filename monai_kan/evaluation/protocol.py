@@ -61,7 +61,8 @@ class ProtocolConfig:
         recall_k: ``k`` of Recall@k. Paper: 10.
         gaussian_std: standard deviation of the Gaussian noise (not stated in the paper; 0.1 reproduces the paper's
             gap between Tables 2 and 5).
-        salt_pepper_prob: probability of pepper (0) and, separately, of salt (1) per pixel. Paper: 0.05.
+        salt_pepper_prob: probability of pepper (0) and, separately, of salt (1) per pixel (a total amount of twice
+            that in `monai_kan.data.transforms.salt_and_pepper_noise`). Paper: 0.05, i.e. amount 0.10.
         eval_batch_size: rows per forward pass in evaluation.
     """
 
