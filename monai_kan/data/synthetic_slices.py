@@ -133,7 +133,7 @@ def make_synthetic_dataset(
 
     meta = {
         "name": "KAE denoising synthetic CT-like slices",
-        "description": "Deterministic generated axial slices (monai_kan.data.denoising_data.synthetic_slice), "
+        "description": "Deterministic generated axial slices (monai_kan.data.synthetic_slices.synthetic_slice), "
         "intensities in [0, 1].",
         "licence": "CC0-1.0 (generated data)",
         "reference": "monai-kan",
