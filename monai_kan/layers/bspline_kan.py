@@ -146,11 +146,13 @@ class BSplineKANBase(nn.Module):
             if self.bias is not None:
                 self.bias.zero_()
 
-    def coefficients(self) -> torch.Tensor:
-        """Effective control points ``(out, in // groups, *kernel_size, G + k)`` with ``spline_scaler`` folded in."""
+    def coefficients(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """Effective control points ``(out, in // groups, *kernel_size, G + k)`` with ``spline_scaler`` folded in,
+        computed in ``dtype`` (default: the parameters' dtype)."""
+        w = self.spline_weight if dtype is None else self.spline_weight.to(dtype)
         if self.spline_scaler is not None:
-            return self.spline_weight * self.spline_scaler.unsqueeze(-1)
-        return self.spline_weight
+            return w * self.spline_scaler.to(w.dtype).unsqueeze(-1)
+        return w
 
     # ------------------------------------------------------------------------------ what tools need to know
 
@@ -193,12 +195,12 @@ class BSplineKANBase(nn.Module):
         dev = self.spline_weight.device
         return (torch.arange(out, device=dev)[:, None] // (out // self.groups)) * cin_g + torch.arange(cin_g, device=dev)
 
-    def edge_weight(self) -> torch.Tensor:
+    def edge_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """``(out, in // groups, b + G + k, *kernel_size)``: per edge, the base weight (if any) then the effective
-        control points: the weights of the expansion's channels."""
-        coef = self.coefficients().movedim(-1, 2)
+        control points: the weights of the expansion's channels, computed in ``dtype`` (default: the parameters')."""
+        coef = self.coefficients(dtype).movedim(-1, 2)
         if self.base_weight is not None:
-            coef = torch.cat([self.base_weight.unsqueeze(2), coef], dim=2)
+            coef = torch.cat([self.base_weight.to(coef.dtype).unsqueeze(2), coef], dim=2)
         return coef
 
     def edge_major(self, w: torch.Tensor) -> torch.Tensor:
@@ -252,15 +254,9 @@ class BSplineKANBase(nn.Module):
         """Convolution weight ``(out, in // groups * (b + G + k), *kernel_size)`` (kernel ``(1,)`` for the linear
         layer) laid out as the expansion, formed in at least float32 (the scaler product is not rounded twice) and
         cast once to the compute ``dtype``."""
-        wdtype = basis_dtype(self.spline_weight.dtype)
-        coef = self.spline_weight.to(wdtype)
-        if self.spline_scaler is not None:
-            coef = coef * self.spline_scaler.to(wdtype).unsqueeze(-1)
-        coef = coef.movedim(-1, 2)  # (out, in // groups, G + k, *kernel_size)
-        if self.base_weight is not None:
-            coef = torch.cat([self.base_weight.to(wdtype).unsqueeze(2), coef], dim=2)
-        # contiguous: without a base branch the movedim above can leave strides that look channels-last, and the
-        # convolution picks its memory format from its weight
+        coef = self.edge_weight(basis_dtype(self.spline_weight.dtype))  # (out, in // groups, b + G + k, *kernel_size)
+        # contiguous: without a base branch the movedim in edge_weight can leave strides that look channels-last, and
+        # the convolution picks its memory format from its weight
         weight = coef.flatten(1, 2).to(dtype).contiguous()
         if weight.dim() == 2:  # the linear layer runs as a kernel-1 convolution
             weight = weight.unsqueeze(-1)

@@ -213,7 +213,7 @@ def _kernel(name: str, fn: Callable, key: tuple) -> Callable:
 
 def run_kernel(name: str, fn: Callable, tensors: Sequence[Tuple[torch.Tensor, Sequence[int]]], *static):
     """``fn(*tensors, *static)``, where each tensor comes with its dynamic dims (every other dim, the dtypes and
-    ``static`` make its configuration): compiled by ``torch.compile`` once per configuration when fused kernels are
+    ``static`` make its configuration, with the device): compiled by ``torch.compile`` once per configuration when fused kernels are
     on, without autograd; the eager ``fn`` otherwise. The package's one compile-or-fall-back path: if compilation
     fails, fused kernels are turned off for the process with a warning and ``fn`` runs."""
     if _STATE["fused"] and not _COMPILED:
@@ -222,7 +222,7 @@ def run_kernel(name: str, fn: Callable, tensors: Sequence[Tuple[torch.Tensor, Se
             _STATE["fused"] = False
     if _STATE["fused"]:
         key = (name,) + static + tuple(
-            (t.dtype,) + tuple(size for d, size in enumerate(t.shape) if d not in dims) for t, dims in tensors
+            (t.dtype, t.device.type) + tuple(size for d, size in enumerate(t.shape) if d not in dims) for t, dims in tensors
         )
         try:
             compiled = _kernel(name, fn, key)
