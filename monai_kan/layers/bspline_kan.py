@@ -193,7 +193,8 @@ class BSplineKANBase(nn.Module):
         """``(out, in // groups)`` index of the input channel each edge reads (groups taken into account)."""
         out, cin_g = self.spline_weight.shape[0], self.spline_weight.shape[1]
         dev = self.spline_weight.device
-        return (torch.arange(out, device=dev)[:, None] // (out // self.groups)) * cin_g + torch.arange(cin_g, device=dev)
+        group = torch.arange(out, device=dev)[:, None] // (out // self.groups)
+        return group * cin_g + torch.arange(cin_g, device=dev)
 
     def edge_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """``(out, in // groups, b + G + k, *kernel_size)``: per edge, the base weight (if any) then the effective
@@ -340,7 +341,8 @@ class BSplineKANBase(nn.Module):
         knots, weight = state_dict.get(prefix + "knots"), state_dict.get(prefix + "spline_weight")
         if knots is not None and weight is not None and knots.dim() == 2 and knots.shape[1] != self.knots.shape[1]:
             n = knots.shape[1] - self.spline_order - 1
-            if knots.shape[0] == self.in_channels and tuple(weight.shape) == tuple(self.spline_weight.shape[:-1]) + (n,):
+            expected = tuple(self.spline_weight.shape[:-1]) + (n,)
+            if knots.shape[0] == self.in_channels and tuple(weight.shape) == expected:
                 self.resize_grid(knots.shape[1])  # a checkpoint saved after grid extension (G -> G'): adopt its size
             elif weight.dim() >= 1 and knots.shape[1] - weight.shape[-1] - 1 != self.spline_order:
                 error_msgs.append(

@@ -212,17 +212,18 @@ def _kernel(name: str, fn: Callable, key: tuple) -> Callable:
 
 
 def run_kernel(name: str, fn: Callable, tensors: Sequence[Tuple[torch.Tensor, Sequence[int]]], *static):
-    """``fn(*tensors, *static)``, where each tensor comes with its dynamic dims (every other dim, the dtypes and
-    ``static`` make its configuration, with the device): compiled by ``torch.compile`` once per configuration when fused kernels are
-    on, without autograd; the eager ``fn`` otherwise. The package's one compile-or-fall-back path: if compilation
-    fails, fused kernels are turned off for the process with a warning and ``fn`` runs."""
+    """``fn(*tensors, *static)``, where each tensor comes with its dynamic dims (every other dim, the dtypes, the
+    device and ``static`` make its configuration): compiled by ``torch.compile`` once per configuration when fused
+    kernels are on, without autograd; the eager ``fn`` otherwise. The package's one compile-or-fall-back path: if
+    compilation fails, fused kernels are turned off for the process with a warning and ``fn`` runs."""
     if _STATE["fused"] and not _COMPILED:
         if shutil.which(os.environ.get("CXX", "g++")) is None and shutil.which("c++") is None:
             warnings.warn("monai_kan: no C++ compiler found, KAN layers use eager (unfused) kernels.", stacklevel=3)
             _STATE["fused"] = False
     if _STATE["fused"]:
         key = (name,) + static + tuple(
-            (t.dtype, t.device.type) + tuple(size for d, size in enumerate(t.shape) if d not in dims) for t, dims in tensors
+            (t.dtype, t.device.type) + tuple(size for d, size in enumerate(t.shape) if d not in dims)
+            for t, dims in tensors
         )
         try:
             compiled = _kernel(name, fn, key)
