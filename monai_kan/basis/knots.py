@@ -25,6 +25,9 @@ def data_knots(
 
     Returns:
         ``(C, G + 2k + 1)`` knots, float64.
+
+    Raises:
+        ValueError: ``grid_eps`` outside ``[0, 1]``.
     """
     if not 0.0 <= grid_eps <= 1.0:
         raise ValueError(f"`grid_eps` must be in [0, 1], got {grid_eps}.")

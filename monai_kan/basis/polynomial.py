@@ -1,4 +1,4 @@
-"""Monomial basis of the KAE edge functions (KAE paper, eq. 3)."""
+"""Monomial basis of the KAE edge functions (F. Yu et al., arXiv:2501.00420, eq. 3)."""
 
 from __future__ import annotations
 

@@ -78,6 +78,9 @@ class KANConvBlock(nn.Sequential):
         conv_type: ``"kan"`` (default) or ``"standard"``, the ablation twin (see :func:`make_conv`).
 
     Input ``(N, in_channels, *spatial)``, output ``(N, out_channels, *spatial / strides)``.
+
+    Raises:
+        ValueError: from :func:`make_conv` (unknown ``conv_type``) and :class:`~monai_kan.layers.KANConv`.
     """
 
     def __init__(
@@ -110,6 +113,9 @@ class KANResidualUnit(nn.Module):
         spatial_dims, in_channels, out_channels, strides, kernel_size, norm, dropout, kan_kwargs, conv_type: as
             :class:`KANConvBlock`.
         subunits: number of KAN conv blocks in the unit (>= 1). Defaults to 2.
+
+    Raises:
+        ValueError: ``subunits < 1``, or from :class:`KANConvBlock`.
     """
 
     def __init__(

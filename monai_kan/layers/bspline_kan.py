@@ -5,7 +5,8 @@ Every edge ``(c_out, c_in[, kernel offset])`` carries a univariate function
     ``F(x) = w_base * base_activation(x) + sum_i c_i B_{i,k}(x)``
 
 with learnable control points ``c_i`` (``spline_weight``, optionally times a per-edge ``spline_scaler``) on the knots
-of input channel ``c_in``. With ``base_activation=None`` the edge is the pure B-spline of the KAN/KM-UNet seed.
+of input channel ``c_in``. With ``base_activation=None`` the edge is the pure B-spline of the KAN
+(Liu et al., arXiv:2404.19756, eq. 2.10 without the residual) and KM-UNet formulations.
 """
 
 from __future__ import annotations
@@ -50,8 +51,6 @@ def sample_rows(n: int, m: int, device: torch.device) -> torch.Tensor:
 
 
 class BSplineKANBase(nn.Module):
-    channel_dim: int = -1
-
     """Parameters and introspection shared by :class:`~monai_kan.layers.KANLinear` and
     :class:`~monai_kan.layers.KANConv`; ``kernel_size`` is ``()`` for the linear layer.
 

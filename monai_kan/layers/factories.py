@@ -18,7 +18,11 @@ KAN_CONV = "KANCONV"
 
 
 def kan_conv_factory(dim: int):
-    """B-spline KAN convolution of ``dim`` spatial dimensions (``functools.partial(KANConv, dim)``)."""
+    """B-spline KAN convolution of ``dim`` spatial dimensions (``functools.partial(KANConv, dim)``).
+
+    Raises:
+        ValueError: ``dim`` not 1, 2 or 3.
+    """
     if dim not in (1, 2, 3):
         raise ValueError(f"KAN convolutions exist for 1, 2 or 3 spatial dims, got {dim!r}.")
     return functools.partial(KANConv, dim)

@@ -1,4 +1,4 @@
-"""KAE polynomial layer (KAE paper, eq. 3): ``y = b + sum_{k=1..p} W_k x^k``, one learnable polynomial per edge."""
+"""KAE polynomial layer (F. Yu et al., arXiv:2501.00420, eq. 3): ``y = b + sum_{k=1..p} W_k x^k``, one learnable polynomial per edge."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ class KAELayer(nn.Module):
 
     Attributes:
         weight: ``(out_features, in_features * order)``; ``weight[:, (k - 1) * in : k * in]`` is ``W_k``.
+
+    Raises:
+        ValueError: ``in_features``, ``out_features`` or ``order`` is not a positive integer.
     """
 
     def __init__(self, in_features: int, out_features: int, order: int = 3, bias: bool = True) -> None:

@@ -1,5 +1,6 @@
 """KAN convolution for 1D, 2D and 3D: every (input channel, output channel, kernel offset) edge is a learnable
-univariate B-spline function (KM-UNet seed):
+univariate B-spline function (the KM-UNet formulation: V. Kumar, *KM-UNet: Combining UNet and KANs for Image
+Segmentation*, 2025, "KAN Convolution: Mathematical Formulation"):
 
     ``Y[p, c_out] = sum_{c_in} sum_{o in kernel} F_{o, c_in, c_out}(X[p * stride + o * dilation, c_in])``
 
@@ -42,7 +43,8 @@ class KANConv(BSplineKANBase):
         spline_order: B-spline order ``k`` (3 = cubic). Defaults to 3.
         grid_range: interval the grid covers; inputs should lie in it (see Note). Defaults to (-1, 1).
         base_activation: residual base branch ``w * act(x)`` added to each edge function (efficient-kan style), as a
-            MONAI activation name, ``(name, args)`` tuple or module; ``None`` gives the pure B-spline KAN of the seed.
+            MONAI activation name, ``(name, args)`` tuple or module; ``None`` gives the pure B-spline edge of
+            the KM-UNet formulation.
             Defaults to ``"silu"``.
         standalone_scale_spline: learn a separate scale per edge that multiplies its control points. Defaults to True.
         scale_noise: amplitude of the control-point noise at initialisation. Defaults to 0.1.
@@ -60,6 +62,12 @@ class KANConv(BSplineKANBase):
 
         NaN in the input propagates to every output whose receptive field contains it. ``+-Inf`` gives zero spline
         terms, but the base branch turns it into ``+-Inf`` or NaN.
+
+    Raises:
+        ValueError: ``spatial_dims`` not 1, 2 or 3; a size that is not a positive integer; ``groups`` that
+            does not divide both channel counts; ``kernel_size``/``stride``/``dilation``/``padding`` of the wrong
+            length or range; an unknown ``padding_mode`` or ``base_activation``; ``grid_size < 1``,
+            ``spline_order < 0`` or a reversed ``grid_range``.
     """
 
     channel_dim = 1  # inputs are (N, C, *spatial)

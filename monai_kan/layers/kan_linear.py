@@ -24,12 +24,18 @@ class KANLinear(BSplineKANBase):
         spline_order: B-spline order ``k``. Defaults to 3.
         grid_range: interval the grid covers. Defaults to (-1, 1).
         base_activation: residual base branch (MONAI activation name, tuple or module); ``None`` gives the pure
-            KAN of the seed: only B-spline edges, no base branch. Defaults to ``"silu"``.
-        bias: learnable output bias. Defaults to False (the seed's KAN has no biases).
+            B-spline KAN: only B-spline edges, no base branch. Defaults to ``"silu"``.
+        bias: learnable output bias. Defaults to False (the KAN of Liu et al., arXiv:2404.19756, has no biases).
         standalone_scale_spline: separate learnable scale per edge multiplying its control points. Defaults to True.
         scale_noise: amplitude of the control-point noise at initialisation. Defaults to 0.1.
 
-    Input ``(..., in_features)``, output ``(..., out_features)``.
+    Input ``(..., in_features)``, output ``(..., out_features)``. ``in_features``/``out_features`` are the base
+    class's ``in_channels``/``out_channels`` under their ``nn.Linear`` names (one stored value, so tools that resize
+    a layer, e.g. pruning, change both).
+
+    Raises:
+        ValueError: a size is not a positive integer, ``grid_size < 1``, ``spline_order < 0``, an empty or reversed
+            ``grid_range``, or an unknown ``base_activation``.
 
     The contraction runs as a kernel-1 convolution over all positions, sharing the memory-lean recomputing
     backward of :class:`~monai_kan.layers.KANConv`.
@@ -51,8 +57,14 @@ class KANLinear(BSplineKANBase):
             in_features, out_features, (), 1, bias, grid_size, spline_order, grid_range, base_activation,
             standalone_scale_spline, scale_noise,
         )
-        self.in_features = in_features
-        self.out_features = out_features
+
+    @property
+    def in_features(self) -> int:
+        return self.in_channels
+
+    @property
+    def out_features(self) -> int:
+        return self.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting() and is_meta_tensor(x):
@@ -60,17 +72,17 @@ class KANLinear(BSplineKANBase):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(f"KANLinear expected input of shape (..., {self.in_features}), got {list(x.shape)}.")
+        if x.dim() < 1 or x.shape[-1] != self.in_channels:
+            raise ValueError(f"KANLinear expected input of shape (..., {self.in_channels}), got {list(x.shape)}.")
         check_floating_input(x, "KANLinear")
         lead = x.shape[:-1]
-        rows = x.reshape(-1, self.in_features)  # (M, in)
+        rows = x.reshape(-1, self.in_channels)  # (M, in)
         if rows.shape[0] == 0:  # no positions: a length-0 convolution is an error, a batch of 0 is not
             y = self._kan_conv(rows.unsqueeze(-1), [1], [0], [1]).squeeze(-1)  # (0, out)
         else:
             columns = rows.t().contiguous().unsqueeze(0)  # (1, in, M): positions as length
             y = self._kan_conv(columns, [1], [0], [1]).squeeze(0).t()  # (M, out)
-        return y.reshape(list(lead) + [self.out_features])
+        return y.reshape(list(lead) + [self.out_channels])
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, " + super().extra_repr()
+        return f"in_features={self.in_channels}, out_features={self.out_channels}, " + super().extra_repr()

@@ -1,4 +1,4 @@
-"""Sparsity and smoothness regularisation of B-spline KAN networks (KAN paper, section 2.5.1), and a wrapper that
+"""Sparsity and smoothness regularisation of B-spline KAN networks (Liu et al., arXiv:2404.19756, section 2.5.1), and a wrapper that
 adds it to any loss.
 
 Per layer, with ``|F_e|`` the magnitude of edge ``e`` (for a convolution: an input-output channel pair, summed over
@@ -77,7 +77,7 @@ class KANRegularization(nn.Module):
     Args:
         network: the network whose ``KANLinear``/``KANConv`` layers are regularised (not registered as a
             submodule: the regulariser adds no parameters or state).
-        l1_weight: weight of the L1 term (KAN paper ``mu_1`` times ``lambda``). Defaults to 1e-3.
+        l1_weight: weight of the L1 term (``mu_1`` times ``lambda`` in Liu et al., arXiv:2404.19756, eq. 2.20). Defaults to 1e-3.
         entropy_weight: weight of the entropy term (``mu_2`` times ``lambda``). Defaults to 2e-3.
         smoothness_weight: weight of the second-difference penalty. Defaults to 1e-3.
         reduction: ``"mean"`` (default) averages the L1 and smoothness terms over edges and all terms over layers,
@@ -87,6 +87,9 @@ class KANRegularization(nn.Module):
 
     ``forward()`` returns the scalar penalty; the last terms are in ``self.last_terms`` for logging.
     Call :meth:`remove` to detach the hooks.
+
+    Raises:
+        ValueError: an unknown ``reduction``, a negative weight, or a ``network`` without B-spline KAN layers.
     """
 
     def __init__(
@@ -106,6 +109,8 @@ class KANRegularization(nn.Module):
                             ("smoothness_weight", smoothness_weight)):
             if value < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {value}.")
+        if not any(isinstance(m, BSplineKANBase) for m in network.modules()):
+            raise ValueError("`network` has no B-spline KAN layers (KANLinear/KANConv) to regularise.")
         self._net = (network,)  # a tuple: not registered, so the loss holds no copy of the network's state
         self.l1_weight, self.entropy_weight, self.smoothness_weight = l1_weight, entropy_weight, smoothness_weight
         self.reduction = reduction
@@ -175,6 +180,9 @@ class KANRegularizedLoss(nn.Module):
         "loss_base": {"_target_": "DiceCELoss", "to_onehot_y": true, "softmax": true},
         "loss": {"_target_": "monai_kan.losses.KANRegularizedLoss", "loss": "@loss_base", "network": "@network",
                  "l1_weight": 0.001, "entropy_weight": 0.002, "smoothness_weight": 0.001}
+
+    Raises:
+        ValueError: as :class:`KANRegularization`.
     """
 
     def __init__(self, loss: Callable, network: nn.Module, **kwargs) -> None:

@@ -1,4 +1,4 @@
-"""Fourier KAN linear layer (FourierKAN, Xu et al. 2024): every edge is a truncated Fourier series."""
+"""Fourier KAN linear layer (FourierKAN; Xu et al., arXiv:2406.01034): every edge is a truncated Fourier series."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ class FourierKANLinear(nn.Module):
     Attributes:
         fourier_coeffs: ``(2, out_features, in_features, grid_size)``; ``[0]`` multiplies ``cos(k x)``, ``[1]``
             ``sin(k x)``, index ``k - 1`` on the last axis.
+
+    Raises:
+        ValueError: ``in_features``, ``out_features`` or ``grid_size`` is not a positive integer.
     """
 
     def __init__(

@@ -1,4 +1,5 @@
-"""Kolmogorov-Arnold Auto-Encoder (KAE paper, section 3 and the authors' experimental architecture)."""
+"""Kolmogorov-Arnold Auto-Encoder (F. Yu et al., arXiv:2501.00420, section 3, and the
+authors' experimental architecture)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,9 @@ class KAE(nn.Module):
 
     ``forward`` returns the reconstruction ``(N, in_features)``; ``encode`` the latent ``(N, latent_dim)``;
     ``decode`` maps a latent back to ``(N, in_features)``.
+
+    Raises:
+        ValueError: a size that is not a positive integer, or an unknown ``layer_type``.
     """
 
     def __init__(

@@ -26,7 +26,7 @@ class PatchKAE(nn.Module):
 
     ``forward``: pad the image (replicate) so that patches of side ``patch_size`` taken every ``stride`` pixels cover
     every pixel equally often, even at the border; encode and decode every patch with one shared
-    :class:`~monai_kan.networks.KAE` (KAE paper, eq. 3 layers, sigmoid output); put the reconstructed patches back and
+    :class:`~monai_kan.networks.KAE` (layers of eq. 3 of F. Yu et al., arXiv:2501.00420; sigmoid output); put the reconstructed patches back and
     average where they overlap; crop to the input size. Patch extraction and placement are convolutions with a fixed
     one-hot kernel (exact copies) in 3D, ``F.unfold``/``F.fold`` in 2D; the module is TorchScript-able.
 
@@ -51,6 +51,10 @@ class PatchKAE(nn.Module):
 
         net = PatchKAE(spatial_dims=2, patch_size=8, stride=4, latent_dim=16)
         denoised = net(torch.rand(2, 1, 181, 217))  # (2, 1, 181, 217)
+
+    Raises:
+        ValueError: ``spatial_dims`` not 2 or 3; ``in_channels``, ``patch_size`` or ``stride`` not positive
+            integers; ``stride > patch_size`` (pixels left uncovered); or from :class:`~monai_kan.networks.KAE`.
     """
 
     def __init__(

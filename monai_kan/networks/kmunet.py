@@ -1,4 +1,5 @@
-"""KM-UNet: a U-Net whose convolutions are B-spline KAN convolutions (KM-UNet seed)."""
+"""KM-UNet: a U-Net whose convolutions are B-spline KAN convolutions (V. Kumar, *KM-UNet: Combining UNet and KANs for
+Image Segmentation*, IIT Dharwad, 2025)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,12 @@ class KMUNet(nn.Module):
     Example::
 
         net = KMUNet(spatial_dims=3, in_channels=1, out_channels=3, channels=(8, 16, 32), strides=(2, 2))
+
+    Raises:
+        ValueError: ``spatial_dims`` not 1, 2 or 3; fewer than 2 ``channels``; ``strides`` of the wrong
+            length or not positive; even ``kernel_size``/``up_kernel_size`` or of the wrong length;
+            ``num_res_units < 0``; an unknown ``conv_type`` or ``upsample``; or from
+            :class:`~monai_kan.layers.KANConv` (grid arguments).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Wavelet KAN linear layer (Wav-KAN, Bozorgasl & Chen 2024) with Mexican-hat edges."""
+"""Wavelet KAN linear layer (Wav-KAN; Bozorgasl & Chen, arXiv:2405.12832) with Mexican-hat edges."""
 
 from __future__ import annotations
 
@@ -116,6 +116,9 @@ class WaveletKANLinear(nn.Module):
 
     Input ``(..., in_features)``, output ``(..., out_features)``. With ``batch_norm=True`` the statistics are over
     all leading positions, so training needs more than one of them.
+
+    Raises:
+        ValueError: ``in_features`` or ``out_features`` is not a positive integer.
     """
 
     def __init__(self, in_features: int, out_features: int, batch_norm: bool = True) -> None:

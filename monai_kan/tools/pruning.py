@@ -1,4 +1,4 @@
-"""Edge pruning of B-spline KAN layers (KAN paper, section 2.5.1), with physical shrinking where it is exact.
+"""Edge pruning of B-spline KAN layers (Liu et al., arXiv:2404.19756, section 2.5.1), with physical shrinking where it is exact.
 
 An edge is scored by its mean absolute contribution on data, ``E_x |F_e(x)|``; for a convolution the edge is an
 (input channel, output channel) pair and its contribution at an output position is the sum over kernel offsets,
@@ -280,8 +280,6 @@ def _slice_layer(layer: BSplineKANBase, in_idx: torch.Tensor, out_idx: torch.Ten
         new.bias = nn.Parameter(layer.bias[out_idx].clone(), requires_grad=layer.bias.requires_grad)
     new.knots = layer.knots[in_idx].clone()
     new.in_channels, new.out_channels = len(in_idx), len(out_idx)
-    if hasattr(new, "in_features"):
-        new.in_features, new.out_features = len(in_idx), len(out_idx)
     return new
 
 
