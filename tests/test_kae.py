@@ -30,6 +30,45 @@ def test_kae_layer_matches_equation_3(order):
     np.testing.assert_allclose(per_edge + layer.bias.detach().numpy(), ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("order", [1, 3])
+def test_kae_layer_edge_constant_is_equation_3_with_a_constant_matrix(order):
+    """constant="edge": y = C 1 + sum_k W_k x^k + b with one learnable C[j, i] per edge (the authors' layout), in
+    float64 against numpy; the same function as the "output" layer whose bias is b + C 1, but not the same training:
+    every C[j, i] gets the gradient of b_j."""
+    torch.manual_seed(0)
+    layer = KAELayer(6, 4, order=order, constant="edge").double()
+    assert layer.edge_constant.shape == (4, 6) and layer.bias.shape == (4,)
+    assert 0.005 < layer.edge_constant.std().item() < 0.02  # the authors' N(0, 0.01^2) for every coefficient
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    x = torch.randn(9, 6, dtype=torch.float64)
+    w, c, b = (t.detach().numpy() for t in (layer.weight, layer.edge_constant, layer.bias))
+    ref = c @ np.ones(6) + b + sum(x.numpy() ** k @ w[:, (k - 1) * 6 : k * 6].T for k in range(1, order + 1))
+    np.testing.assert_allclose(layer(x).detach().numpy(), ref, rtol=1e-12, atol=1e-12)
+
+    twin = KAELayer(6, 4, order=order).double()
+    with torch.no_grad():
+        twin.weight.copy_(layer.weight)
+        twin.bias.copy_(layer.bias + layer.edge_constant.sum(1))
+    torch.testing.assert_close(twin(x), layer(x), rtol=1e-12, atol=1e-12)
+    layer(x).sum().backward()
+    torch.testing.assert_close(layer.edge_constant.grad, layer.bias.grad[:, None].expand(4, 6))
+    assert sum(p.numel() for p in layer.parameters()) == 4 * 6 * order + 4 + 4 * 6
+    with pytest.raises(ValueError, match="constant"):
+        KAELayer(6, 4, constant="per-edge")
+
+
+def test_kae_options_apply_to_kae_layers_only():
+    net = KAE(64, 8, order=2, constant="edge")
+    assert all(m.constant == "edge" and m.order == 2 for m in net.modules() if isinstance(m, KAELayer))
+    assert (KAE(64, 8).order, KAE(64, 8).constant) == (3, "output")
+    for kwargs in (dict(order=2), dict(constant="edge")):
+        with pytest.raises(ValueError, match=f"`{next(iter(kwargs))}` does not apply to layer_type='linear'"):
+            KAE(64, 8, layer_type="linear", **kwargs)
+    KAE(64, 8, layer_type="linear", order=None)  # unset is fine
+
+
 def test_kae_layer_gradcheck_and_leading_dims():
     layer = KAELayer(3, 2, order=3).double()
     x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)

@@ -3,7 +3,8 @@ authors' experimental architecture)."""
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence
+import inspect
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -18,28 +19,29 @@ from monai_kan.utils import check_floating_input, check_positive_int
 __all__ = ["KAE", "AUTOENCODER_LAYERS", "register_autoencoder_layer"]
 
 
-def _kae(in_features: int, out_features: int, order: int) -> nn.Module:
-    return KAELayer(in_features, out_features, order=order)
+def _kae(in_features: int, out_features: int, order: int = 3, constant: str = "output") -> nn.Module:
+    return KAELayer(in_features, out_features, order=order, constant=constant)
 
 
-def _linear(in_features: int, out_features: int, order: int) -> nn.Module:
+def _linear(in_features: int, out_features: int) -> nn.Module:
     return nn.Linear(in_features, out_features)
 
 
-def _bspline_kan(in_features: int, out_features: int, order: int) -> nn.Module:
+def _bspline_kan(in_features: int, out_features: int) -> nn.Module:
     return KANLinear(in_features, out_features)  # efficient-kan defaults: G = 5, k = 3, [-1, 1], SiLU base
 
 
-def _fourier_kan(in_features: int, out_features: int, order: int) -> nn.Module:
+def _fourier_kan(in_features: int, out_features: int) -> nn.Module:
     return FourierKANLinear(in_features, out_features)  # FourierKAN defaults of the KAE paper: grid 5, bias
 
 
-def _wavelet_kan(in_features: int, out_features: int, order: int) -> nn.Module:
+def _wavelet_kan(in_features: int, out_features: int) -> nn.Module:
     return WaveletKANLinear(in_features, out_features)  # Mexican hat + batch norm, as the official Wav-KAN
 
 
-#: layer builders ``(in_features, out_features, order) -> nn.Module`` selectable by ``KAE(layer_type=...)``
-AUTOENCODER_LAYERS: Dict[str, Callable[[int, int, int], nn.Module]] = {
+#: layer builders ``(in_features, out_features, **options) -> nn.Module`` selectable by ``KAE(layer_type=...)``;
+#: the options a builder accepts (``order``, ``constant`` for ``"kae"``) are the ones ``KAE`` may be given
+AUTOENCODER_LAYERS: Dict[str, Callable[..., nn.Module]] = {
     "kae": _kae,
     "linear": _linear,
     "kan": _bspline_kan,
@@ -48,9 +50,32 @@ AUTOENCODER_LAYERS: Dict[str, Callable[[int, int, int], nn.Module]] = {
 }
 
 
-def register_autoencoder_layer(name: str, builder: Callable[[int, int, int], nn.Module]) -> None:
-    """Make ``builder(in_features, out_features, order)`` available as ``KAE(layer_type=name)``."""
+def register_autoencoder_layer(name: str, builder: Callable[..., nn.Module]) -> None:
+    """Make ``builder(in_features, out_features, **options)`` available as ``KAE(layer_type=name)``.
+
+    Args:
+        name: the ``layer_type`` (case-insensitive).
+        builder: callable returning the layer; keyword arguments it declares (e.g. ``order``) may then be passed
+            to :class:`KAE`, which refuses the ones it does not declare.
+    """
     AUTOENCODER_LAYERS[name.lower()] = builder
+
+
+def _layer_options(layer_type: str, builder: Callable[..., nn.Module], **options) -> Dict[str, object]:
+    """The options given (not None), checked against what ``builder`` accepts: an option the layer type would
+    ignore is an error rather than a silent no-op."""
+    given = {k: v for k, v in options.items() if v is not None}
+    params = inspect.signature(builder).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unused = [k for k in given if k not in params and not takes_any]
+    if unused:
+        raise ValueError(
+            f"{', '.join(f'`{k}`' for k in unused)} {'does' if len(unused) == 1 else 'do'} not apply to "
+            f"layer_type={layer_type!r} (only to polynomial KAE layers, layer_type='kae'); leave "
+            f"{'it' if len(unused) == 1 else 'them'} unset (None), got "
+            + ", ".join(f"{k}={given[k]!r}" for k in unused) + "."
+        )
+    return given
 
 
 class KAE(nn.Module):
@@ -66,15 +91,19 @@ class KAE(nn.Module):
         latent_dim: size of the latent code.
         hidden_dims: sizes of hidden layers between input and latent (mirrored in the decoder). Defaults to ``()``,
             the paper's ``input-latent-input`` setting.
-        order: polynomial order ``p`` of the KAE layers. Defaults to 3.
-        layer_type: edge family of every layer: ``"kae"`` (default), ``"linear"`` (the standard AE) or ``"kan"``
-            (B-spline KAN), or any name added with :func:`register_autoencoder_layer`.
+        order: polynomial order ``p`` of the KAE layers; ``None`` (default) gives 3. Only for ``layer_type="kae"``.
+        layer_type: edge family of every layer: ``"kae"`` (default), ``"linear"`` (the standard AE), ``"kan"``
+            (B-spline KAN), ``"fourierkan"``, ``"wavkan"``, or any name added with :func:`register_autoencoder_layer`.
+        constant: parametrisation of the KAE layers' constant term, ``"output"`` or ``"edge"`` (the authors'; see
+            :class:`~monai_kan.layers.KAELayer`); ``None`` (default) gives ``"output"``. Only for
+            ``layer_type="kae"``.
 
     ``forward`` returns the reconstruction ``(N, in_features)``; ``encode`` the latent ``(N, latent_dim)``;
     ``decode`` maps a latent back to ``(N, in_features)``.
 
     Raises:
-        ValueError: a size that is not a positive integer, or an unknown ``layer_type``.
+        ValueError: a size that is not a positive integer, an unknown ``layer_type``, or ``order``/``constant``
+            given for a layer type that has no such option (instead of ignoring it).
     """
 
     def __init__(
@@ -82,8 +111,9 @@ class KAE(nn.Module):
         in_features: int,
         latent_dim: int,
         hidden_dims: Sequence[int] = (),
-        order: int = 3,
+        order: Optional[int] = None,
         layer_type: str = "kae",
+        constant: Optional[str] = None,
     ) -> None:
         super().__init__()
         check_positive_int(in_features=in_features, latent_dim=latent_dim)
@@ -93,20 +123,22 @@ class KAE(nn.Module):
         if key not in AUTOENCODER_LAYERS:
             raise ValueError(f"`layer_type` must be one of {sorted(AUTOENCODER_LAYERS)}, got {layer_type!r}.")
         build = AUTOENCODER_LAYERS[key]
+        options = _layer_options(key, build, order=order, constant=constant)
         self.in_features = in_features
         self.latent_dim = latent_dim
         self.hidden_dims = tuple(hidden_dims)
-        self.order = order
+        self.order = order if order is not None or key != "kae" else 3
+        self.constant = constant if constant is not None or key != "kae" else "output"
         self.layer_type = key
 
         sizes = [in_features, *hidden_dims, latent_dim]
         encoder = []
         for a, b in zip(sizes[:-1], sizes[1:]):
-            encoder += [build(a, b, order), nn.ReLU()]
+            encoder += [build(a, b, **options), nn.ReLU()]
         decoder = []
         rev = sizes[::-1]
         for i, (a, b) in enumerate(zip(rev[:-1], rev[1:])):
-            decoder += [build(a, b, order), nn.Sigmoid() if i == len(rev) - 2 else nn.ReLU()]
+            decoder += [build(a, b, **options), nn.Sigmoid() if i == len(rev) - 2 else nn.ReLU()]
         self.encoder = nn.Sequential(*encoder)
         self.decoder = nn.Sequential(*decoder)
 

@@ -7,7 +7,7 @@ averages the overlapping reconstructions, so a single trained model denoises sli
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -40,9 +40,11 @@ class PatchKAE(nn.Module):
             ``patch_size // 2``.
         latent_dim: size of each patch's latent code. Defaults to 16.
         hidden_dims: hidden layer sizes between patch and latent (mirrored in the decoder). Defaults to ``(64,)``.
-        order: polynomial order ``p`` of the KAE layers. Defaults to 3.
+        order: polynomial order ``p`` of the KAE layers; ``None`` (default) gives 3. Only for ``layer_type="kae"``.
         layer_type: edge family of the auto-encoder layers, as in :class:`~monai_kan.networks.KAE`: ``"kae"``
             (default), ``"linear"`` (the standard auto-encoder, the paper's AE baseline) or ``"kan"`` (B-spline KAN).
+        constant: constant-term parametrisation of the KAE layers (``"output"``, ``"edge"``), as in
+            :class:`~monai_kan.networks.KAE`; ``None`` (default) gives ``"output"``. Only for ``layer_type="kae"``.
 
     Input ``(N, in_channels, *spatial)`` floating point, intensities expected in ``[0, 1]`` (any spatial size >= 1);
     output of the same shape, in ``[0, 1]``.
@@ -65,8 +67,9 @@ class PatchKAE(nn.Module):
         stride: int | None = None,
         latent_dim: int = 16,
         hidden_dims: Sequence[int] = (64,),
-        order: int = 3,
+        order: Optional[int] = None,
         layer_type: str = "kae",
+        constant: Optional[str] = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
@@ -83,7 +86,8 @@ class PatchKAE(nn.Module):
         self.stride = stride
         self.patch_features = in_channels * patch_size**spatial_dims
         # KAE validates latent_dim, hidden_dims, order and layer_type with its own messages
-        self.kae = KAE(self.patch_features, latent_dim, hidden_dims=hidden_dims, order=order, layer_type=layer_type)
+        self.kae = KAE(self.patch_features, latent_dim, hidden_dims=hidden_dims, order=order, layer_type=layer_type,
+                       constant=constant)
         # 3D patches (no F.unfold in 3D): output channel c * p^d + offset copies pixel `offset` of channel c, as
         # F.unfold orders them; not persistent, so checkpoints hold only the KAE weights; empty in 2D
         feats = self.patch_features if spatial_dims == 3 else 0
