@@ -24,10 +24,21 @@ from typing import Optional
 
 import torch
 
-from monai_kan.data.mnist import ImageSplits, load_fashion_mnist, load_mnist
-from monai_kan.data.synthetic import make_blob_images
-from monai_kan.evaluation import MODEL_SPECS, ProtocolConfig, render_report, run_protocol
-from monai_kan.layers.fused import fused_kernels_enabled, set_fused_kernels
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # the benchmark package lives in the repository, not in the installed monai_kan
+
+from benchmarks.kae_protocol import (  # noqa: E402
+    MODEL_SPECS,
+    ImageSplits,
+    ProtocolConfig,
+    load_fashion_mnist,
+    load_mnist,
+    make_blob_images,
+    render_report,
+    run_protocol,
+)
+from monai_kan.layers.fused import fused_kernels_enabled, set_fused_kernels  # noqa: E402
 
 LOADERS = {
     "fashion-mnist": load_fashion_mnist,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.kae_protocol.metrics import add_salt_and_pepper_noise
 from monai_kan.data import (
     DatasetError,
     DatasetNotFoundError,
@@ -23,7 +24,6 @@ from monai_kan.data import (
     salt_and_pepper_noise,
     write_phantom_dataset,
 )
-from monai_kan.evaluation.metrics import add_salt_and_pepper_noise
 
 
 def mode(path) -> int:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import monai_kan.data.mnist as mnist
-from monai_kan.data.mnist import load_fashion_mnist, load_mnist, read_idx
-from monai_kan.data.synthetic import make_blob_images
+import benchmarks.kae_protocol.mnist as mnist
+from benchmarks.kae_protocol.mnist import load_fashion_mnist, load_mnist, read_idx
+from benchmarks.kae_protocol.synthetic import make_blob_images
 
 
 def _write_idx(path, array: np.ndarray, compress: bool = True) -> None:

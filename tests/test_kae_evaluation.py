@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from monai_kan.data.synthetic import make_blob_images
-from monai_kan.evaluation import (
+from benchmarks.kae_protocol import (
     MODEL_SPECS,
     PAPER_MODELS,
     ProtocolConfig,
@@ -20,6 +19,7 @@ from monai_kan.evaluation import (
     count_parameters,
     evaluate_autoencoder,
     flatten_splits,
+    make_blob_images,
     nearest_neighbor_accuracy,
     pairwise_sq_distances,
     paper_value,
@@ -204,7 +204,7 @@ def test_worker_entry_points_match_serial(tiny):
     """The code a worker process runs, called in this process (spawning workers costs tens of seconds)."""
     import time
 
-    from monai_kan.evaluation import protocol
+    from benchmarks.kae_protocol import protocol
     from monai_kan.layers.fused import fused_kernels_enabled, set_fused_kernels
 
     cfg = ProtocolConfig(epochs=1, batch_size=64, seeds=(2024,), recall_samples=40)
@@ -272,7 +272,7 @@ def test_benchmark_quick_end_to_end(tmp_path, capsys):
 
 def test_benchmark_reports_missing_data(tmp_path, monkeypatch, capsys):
     script = _load_script()
-    import monai_kan.data.mnist as mnist
+    import benchmarks.kae_protocol.mnist as mnist
 
     monkeypatch.setattr(mnist, "FASHION_MNIST_DIRS", (str(tmp_path / "nowhere"),))
     monkeypatch.delenv("MONAI_KAN_FASHION_MNIST_DIR", raising=False)

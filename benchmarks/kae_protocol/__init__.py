@@ -1,7 +1,14 @@
-"""Evaluation suite of the KAE paper: metrics, protocol, baselines and a report beside the paper's tables.
+"""The KAE paper's evaluation protocol (Tables 2-5), run by ``scripts/kae_benchmark.py``.
 
-Importing this package registers the ``"fourierkan"`` and ``"wavkan"`` layer types of
-:class:`~monai_kan.networks.KAE`.
+Benchmark code, not part of the installed ``monai_kan`` package (``import monai_kan`` imports none of it); import it
+from the repository root (``scripts/kae_benchmark.py`` and the tests put the root on ``sys.path``). Paper: Yu et al.,
+*KAE: Kolmogorov-Arnold Auto-Encoder for Representation Learning*, arXiv:2501.00420.
+
+* :mod:`.mnist` and :mod:`.synthetic`: the images (MNIST, Fashion-MNIST from files a registry package installs,
+  generated blobs), in memory as :class:`ImageSplits`.
+* :mod:`.models`: the compared autoencoders (:class:`~monai_kan.networks.KAE` layer types) and their grids.
+* :mod:`.metrics`, :mod:`.protocol`: the paper's metrics, training, selection on validation data, evaluation.
+* :mod:`.paper_tables`, :mod:`.report`: the paper's printed values and the markdown report beside ours.
 """
 
 from .metrics import (
@@ -13,6 +20,7 @@ from .metrics import (
     recall_at_k,
     reconstruction_mse,
 )
+from .mnist import DATA_INSTALL_HINT, ImageSplits, load_fashion_mnist, load_mnist, read_idx
 from .models import MLP_GRID, MODEL_SPECS, PAPER_GRID, PAPER_MODELS, ModelSpec, build_model, count_parameters
 from .paper_tables import PAPER_TABLES, paper_value
 from .protocol import (
@@ -25,8 +33,15 @@ from .protocol import (
     train_autoencoder,
 )
 from .report import render_report
+from .synthetic import make_blob_images
 
 __all__ = [
+    "DATA_INSTALL_HINT",
+    "ImageSplits",
+    "load_fashion_mnist",
+    "load_mnist",
+    "make_blob_images",
+    "read_idx",
     "AUTHORS_CONFIG",
     "MLP_GRID",
     "MODEL_SPECS",

@@ -73,7 +73,8 @@ def build_model(key: str, in_features: int, latent_dim: int, config: Dict[str, f
         raise ValueError(f"`key` must be one of {sorted(MODEL_SPECS)}, got {key!r}.")
     spec = MODEL_SPECS[key]
     hidden = (int(config["hidden"]),) if "hidden" in config else ()
-    return KAE(in_features, latent_dim, hidden_dims=hidden, order=spec.order, layer_type=spec.layer_type)
+    return KAE(in_features, latent_dim, hidden_dims=hidden, order=spec.order if spec.layer_type == "kae" else None,
+               layer_type=spec.layer_type)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,7 +1,7 @@
 """Training and evaluation protocol of the KAE paper (section 4), on tensors held in memory.
 
 Per dataset, latent size and model: the configuration (learning rate x weight decay, see
-:mod:`monai_kan.evaluation.models`) is selected by reconstruction loss on a validation part held out of the
+:mod:`benchmarks.kae_protocol.models`) is selected by reconstruction loss on a validation part held out of the
 training set, trained with the first seed; then, for every seed, the model is trained on the whole training set
 with that configuration and evaluated on the test set. Test metrics never take part in the selection.
 """
@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from monai_kan.data.mnist import ImageSplits
-from monai_kan.evaluation.metrics import (
+from .mnist import ImageSplits
+from .metrics import (
     add_gaussian_noise,
     add_salt_and_pepper_noise,
     batched_apply,
@@ -25,7 +25,7 @@ from monai_kan.evaluation.metrics import (
     recall_at_k,
     reconstruction_mse,
 )
-from monai_kan.evaluation.models import MODEL_SPECS, build_model, count_parameters
+from .models import MODEL_SPECS, build_model, count_parameters
 
 __all__ = [
     "ProtocolConfig",
@@ -289,7 +289,7 @@ def run_protocol(
 
     Args:
         datasets: name -> data.
-        models: keys of :data:`~monai_kan.evaluation.models.MODEL_SPECS`.
+        models: keys of :data:`~benchmarks.kae_protocol.models.MODEL_SPECS`.
         latent_dims: code sizes ``d``.
         cfg: protocol settings.
         log: progress printer.

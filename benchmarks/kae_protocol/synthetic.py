@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from monai_kan.utils import check_int
-from monai_kan.data.mnist import ImageSplits
+from .mnist import ImageSplits
 
 __all__ = ["make_blob_images"]
 
@@ -23,7 +23,7 @@ def make_blob_images(
         seed: seed of the generator (same seed, same data).
 
     Returns:
-        :class:`~monai_kan.data.mnist.ImageSplits` with images ``(N, 1, size, size)`` in ``[0, 1]``.
+        :class:`~benchmarks.kae_protocol.mnist.ImageSplits` with images ``(N, 1, size, size)`` in ``[0, 1]``.
     """
     for name, value in (("n_train", n_train), ("n_test", n_test), ("num_classes", num_classes), ("size", size)):
         check_int(name, value)

@@ -15,8 +15,6 @@ Data sets (all written through :mod:`~monai_kan.data.msd_writer`):
 * :mod:`~monai_kan.data.mni152`: the nilearn MNI152 template, found and loaded in one place; its T1 slices for the
   KAE denoising bundle.
 * :mod:`~monai_kan.data.synthetic_slices`: synthetic CT-like 2D slices for the KAE denoising bundle.
-* :mod:`~monai_kan.data.mnist` and :mod:`~monai_kan.data.synthetic`: the KAE benchmark's images (MNIST, Fashion-MNIST,
-  generated blobs), in memory.
 
 Pipelines:
 
@@ -27,7 +25,6 @@ Pipelines:
 
 from .denoising_splits import IMAGE_EXTENSIONS, denoising_datalist, image_files, noisy_pairs, prepare_denoising_data
 from .mni152 import MNI152_INSTALL_HINT, find_mni152_template, load_mni152, make_mni152_dataset
-from .mnist import ImageSplits, load_fashion_mnist, load_mnist, read_idx
 from .msd import (
     CheckLabeld,
     DatasetError,
@@ -41,7 +38,6 @@ from .msd import (
 from .msd_writer import FolderExistsError, new_msd_folder, write_slice_dataset
 from .phantoms import PHANTOM_LABELS, default_phantom_params, ensure_phantom_dataset, make_phantom, write_phantom_dataset
 from .registry_data import convert_mni152, convert_pyradiomics
-from .synthetic import make_blob_images
 from .synthetic_slices import SYNTHETIC_SHAPES, make_synthetic_dataset, synthetic_slice
 from .transforms import (
     LoadSlice2Dd,
@@ -61,7 +57,6 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "FolderExistsError",
-    "ImageSplits",
     "LoadSlice2Dd",
     "RandSaltPepperNoise",
     "RandSaltPepperNoised",
@@ -74,12 +69,9 @@ __all__ = [
     "ensure_phantom_dataset",
     "find_mni152_template",
     "image_files",
-    "load_fashion_mnist",
     "load_mni152",
-    "load_mnist",
     "load_msd_datalist",
     "load_slice",
-    "make_blob_images",
     "make_mni152_dataset",
     "make_phantom",
     "make_synthetic_dataset",
@@ -88,7 +80,6 @@ __all__ = [
     "prepare_denoising_data",
     "read_dataset_json",
     "read_datalist",
-    "read_idx",
     "salt_and_pepper_noise",
     "split_datalist",
     "synthetic_slice",

@@ -2,8 +2,9 @@
 
 * :func:`salt_and_pepper_noise`: the one salt-and-pepper rule of the package, with an explicit total ``amount``
   (the fraction of elements changed: ``amount / 2`` set to 0, ``amount / 2`` set to 1 by default). The KAE paper's
-  evaluation (:func:`monai_kan.evaluation.metrics.add_salt_and_pepper_noise`) uses ``amount=0.10`` (5 % pepper plus
-  5 % salt, the authors' ``(0.05, 0.95)``); the denoising bundle uses ``amount=0.05`` (2.5 % plus 2.5 %).
+  evaluation protocol (``benchmarks.kae_protocol.metrics.add_salt_and_pepper_noise``, outside the package) uses
+  ``amount=0.10`` (5 % pepper plus 5 % salt, the authors' ``(0.05, 0.95)``); the denoising bundle uses
+  ``amount=0.05`` (2.5 % plus 2.5 %).
 * :class:`RandSaltPepperNoise` / :class:`RandSaltPepperNoised`: the same rule as MONAI transforms (MONAI has no
   salt-and-pepper noise; Gaussian noise is MONAI's ``RandGaussianNoise(d)``).
 * :func:`add_noise`: the deterministic Gaussian + salt-and-pepper copy behind the denoising bundle's fixed validation
