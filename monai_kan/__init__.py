@@ -21,7 +21,7 @@ References:
 
 from .basis import bspline_basis, make_knots, power_basis, uniform_bspline_basis
 from .blocks import KANConvBlock, KANResidualUnit
-from .layers import KAELayer, KANConv, KANLinear, fused_kernels_enabled, set_fused_kernels
+from .layers import KAEConv, KAELayer, KANConv, KANLinear, fused_kernels_enabled, set_fused_kernels
 from .tools.grid import (
     extend_grid,
     extend_network_grids,
@@ -31,13 +31,15 @@ from .tools.grid import (
 )
 from .tools.pruning import PrunedKAN, prune_kan
 from .losses import KANRegularization, KANRegularizedLoss
-from .networks import KAE, FourierKANLinear, KMUNet, KMUnet, PatchKAE, WaveletKANLinear
+from .networks import KAE, ConvKAE, FourierKANLinear, KMUNet, KMUnet, PatchKAE, WaveletKANLinear
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvKAE",
     "FourierKANLinear",
     "KAE",
+    "KAEConv",
     "KAELayer",
     "KANConv",
     "KANConvBlock",
