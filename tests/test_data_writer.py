@@ -50,7 +50,7 @@ def test_all_generators_make_folders_like_mkdir(tmp_path):
     template = tmp_path / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
     nib.save(nib.Nifti1Image(((xx**2 + yy**2) < 0.64).astype(np.float32), np.eye(4)), str(template))
     mni = make_mni152_dataset(tmp_path / "mni", template, step=1, block=2, test_every=2)
-    with new_msd_folder(tmp_path / "registry") as tmp:  # the writer of registry_data.convert_*
+    with new_msd_folder(tmp_path / "registry") as tmp:  # the writer of scripts/prepare_real_data.py
         open(os.path.join(tmp, "dataset.json"), "w").write("{}")
     for root in (phantom, synthetic, mni, tmp_path / "registry"):
         assert mode(root) == expected, root

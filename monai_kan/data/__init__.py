@@ -11,7 +11,6 @@ Reading and writing datasets (the Medical Segmentation Decathlon layout, ``datas
 Data sets (all written through :mod:`~monai_kan.data.msd_writer`):
 
 * :mod:`~monai_kan.data.phantoms`: synthetic organ-with-lesion phantoms for the KM-UNet segmentation bundles.
-* :mod:`~monai_kan.data.registry_data`: real labelled images from package-registry packages (pyradiomics, nilearn).
 * :mod:`~monai_kan.data.mni152`: the nilearn MNI152 template, found and loaded in one place; its T1 slices for the
   KAE denoising bundle.
 * :mod:`~monai_kan.data.synthetic_slices`: synthetic CT-like 2D slices for the KAE denoising bundle.
@@ -37,7 +36,6 @@ from .msd import (
 )
 from .msd_writer import FolderExistsError, new_msd_folder, write_slice_dataset
 from .phantoms import PHANTOM_LABELS, default_phantom_params, ensure_phantom_dataset, make_phantom, write_phantom_dataset
-from .registry_data import convert_mni152, convert_pyradiomics
 from .synthetic_slices import SYNTHETIC_SHAPES, make_synthetic_dataset, synthetic_slice
 from .transforms import (
     LoadSlice2Dd,
@@ -62,8 +60,6 @@ __all__ = [
     "RandSaltPepperNoised",
     "add_noise",
     "check_case",
-    "convert_mni152",
-    "convert_pyradiomics",
     "default_phantom_params",
     "denoising_datalist",
     "ensure_phantom_dataset",

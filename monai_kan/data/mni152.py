@@ -1,20 +1,19 @@
 """The MNI ICBM152 2009a (nonlinear symmetric) T1 template that the ``nilearn`` PyPI package ships: found and loaded
 here, for both of its users.
 
-* :func:`find_mni152_template`: the T1 file of an installed ``nilearn`` (or a given path / ``$MONAI_KAN_MNI152_T1``);
-  :func:`extract_mni152_from_wheel`: the T1 and tissue-probability files out of a downloaded nilearn wheel.
+* :func:`find_mni152_template`: the T1 file of an installed ``nilearn`` (or a given path / ``$MONAI_KAN_MNI152_T1``).
 * :func:`load_mni152`: the one reader (nibabel image and float32 volume; errors name the file).
 * :func:`make_mni152_dataset`: axial T1 slices in ``[0, 1]`` for the KAE denoising bundle (``data_source=mni152``).
-  The brain-tissue segmentation sets are :func:`monai_kan.data.registry_data.convert_mni152`.
+  The brain-tissue segmentation sets are written by ``scripts/prepare_real_data.py`` (outside the package: it
+  fetches the nilearn wheel with ``pip download``).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import zipfile
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -23,8 +22,6 @@ from monai_kan.data.msd_writer import is_current, write_slice_dataset
 
 __all__ = [
     "MNI152_INSTALL_HINT",
-    "NILEARN_MNI_FILES",
-    "extract_mni152_from_wheel",
     "find_mni152_template",
     "load_mni152",
     "make_mni152_dataset",
@@ -33,12 +30,6 @@ __all__ = [
 PathLike = Union[str, os.PathLike]
 
 _MNI152_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-#: the template files inside the nilearn wheel: T1, gray- and white-matter probability maps (stored as 0..255)
-NILEARN_MNI_FILES = {
-    "t1": f"nilearn/datasets/data/{_MNI152_FILE}",
-    "gm": "nilearn/datasets/data/mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-    "wm": "nilearn/datasets/data/mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-}
 MNI152_INSTALL_HINT = (
     "The MNI152 slices need the ICBM152 2009 T1 template that the `nilearn` PyPI package ships. Either\n"
     "  pip install nilearn\n"
@@ -85,16 +76,6 @@ def load_mni152(path: PathLike):
         return image, np.asarray(image.get_fdata(), dtype=np.float32)
     except Exception as e:
         raise RuntimeError(f"cannot read the MNI152 file '{path}': {e}") from e
-
-
-def extract_mni152_from_wheel(wheel: PathLike, dest: PathLike) -> Dict[str, str]:
-    """Extract the files of :data:`NILEARN_MNI_FILES` from a nilearn wheel into ``dest``; returns their paths by key."""
-    paths = {}
-    with zipfile.ZipFile(wheel) as zf:
-        for key, member in NILEARN_MNI_FILES.items():
-            zf.extract(member, dest)
-            paths[key] = os.path.join(dest, member)
-    return paths
 
 
 def make_mni152_dataset(
