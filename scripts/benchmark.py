@@ -24,7 +24,7 @@ import argparse
 import platform
 import statistics
 import time
-from typing import Callable, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn as nn

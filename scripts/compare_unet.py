@@ -20,16 +20,15 @@ Tasks: ``synthetic3d``/``synthetic2d`` (the bundles' default phantoms), ``mni152
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
-import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
+
+from _bundle_runs import count_parameters, read_metrics, read_raw_metrics, run_bundle, write_between_markers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = {3: os.path.join(REPO, "bundles", "kmunet_3d_segmentation"),
@@ -63,49 +62,11 @@ def network_def(model: str, dims: int) -> Dict[str, Any]:
             "channels": base["channels"], "strides": base["strides"], "num_res_units": 2, "norm": "instance"}
 
 
-def count_parameters(model: str, dims: int, num_classes: int) -> int:
-    import monai_kan  # noqa: F401  (registers KMUNet for the config target)
-    from monai.bundle import ConfigParser
-
+def network_parameters(model: str, dims: int, num_classes: int) -> int:
+    """Parameters of ``model`` (``"kmunet"`` or ``"unet"``) as the bundle builds it for ``num_classes`` classes."""
     cfg = network_def(model, dims)
     cfg["out_channels"] = num_classes
-    parser = ConfigParser({"imports": ["$import monai_kan"], "net": cfg})
-    return sum(p.numel() for p in parser.get_parsed_content("net").parameters())
-
-
-def run_bundle(config_files: List[str], args: Dict[str, Any], log: str, env: Dict[str, str]) -> Dict[str, float]:
-    """``python -m monai.bundle run`` with an args file; returns wall and CPU seconds; raises on failure."""
-    args_file = log.replace(".log", "_args.json")
-    with open(args_file, "w") as f:
-        json.dump(args, f, indent=2)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(config_files),
-           "--args_file", args_file]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        res = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {res.returncode}); see {log}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": wall, "cpu_s": cpu}
-
-
-def read_metrics(path: str) -> Dict[str, float]:
-    """``metrics.csv`` of MONAI's MetricsSaver: ``name,value`` lines."""
-    out = {}
-    with open(path) as f:
-        text = f.read()
-    delimiter = "\t" if "\t" in text else ","
-    if True:
-        for row in csv.reader(text.splitlines(), delimiter=delimiter):
-            if len(row) >= 2:
-                try:
-                    out[row[0]] = float(row[1])
-                except ValueError:
-                    pass
-    return out
+    return count_parameters({"imports": ["$import monai_kan"], "network_def": cfg})
 
 
 def prepare(task: str) -> Optional[str]:
@@ -144,19 +105,18 @@ def run_task(task: str, epochs: Optional[int], val_interval: Optional[int], work
         train_args = {**common, **budget, "ckpt_dir": os.path.join(folder, "models"),
                       "log_dir": os.path.join(folder, "runs")}
         print(f"[{task}] training {model} ({budget['epochs']} epochs) ...", flush=True)
-        timing = run_bundle([os.path.join(BUNDLE[dims], "configs", "train.json")], train_args,
-                            os.path.join(folder, "train.log"), env)
+        timing = run_bundle([os.path.join(BUNDLE[dims], "configs", "train.json")],
+                            log=os.path.join(folder, "train.log"), args=train_args, env=env)
         eval_args = {**common, "ckpt_path": os.path.join(folder, "models", "model.pt"), "eval_split": "test",
                      "output_dir": os.path.join(folder, "test_eval")}
         eval_args.pop("num_val", None)
         print(f"[{task}] evaluating {model} on the test split ...", flush=True)
         run_bundle([os.path.join(BUNDLE[dims], "configs", n) for n in ("inference.json", "evaluate.json")],
-                   eval_args, os.path.join(folder, "eval.log"), env)
+                   log=os.path.join(folder, "eval.log"), args=eval_args, env=env)
         metrics = read_metrics(os.path.join(folder, "test_eval", "metrics.csv"))
-        with open(os.path.join(folder, "test_eval", "val_mean_dice_raw.csv")) as f:
-            n_test = sum(1 for _ in f) - 1
+        n_test = len(read_raw_metrics(os.path.join(folder, "test_eval", "val_mean_dice_raw.csv")))
         result["models"][model] = {
-            "parameters": count_parameters(model, dims, len(class_names)),
+            "parameters": network_parameters(model, dims, len(class_names)),
             "train_wall_s": round(timing["wall_s"], 1),
             "train_cpu_s": round(timing["cpu_s"], 1),
             "test_cases": n_test,
@@ -175,7 +135,8 @@ def _fmt(value: Optional[float], digits: int = 3) -> str:
 
 
 def render(results: Dict[str, Any], dims: int, machine: str) -> str:
-    lines = [START, "",
+    """The comparison tables of the ``dims``-D tasks (the text between the README markers)."""
+    lines = ["",
              f"Generated by `python scripts/compare_unet.py` on {machine}; numbers are measured, not typed. "
              "Test split = the dataset's held-out `test` list (never used for training or checkpoint selection). "
              "HD95 is in voxels of the original image grid (1 mm for the phantoms and MNI152). Train time is the "
@@ -202,7 +163,6 @@ def render(results: Dict[str, Any], dims: int, machine: str) -> str:
             row += [f"{m['train_wall_s'] / 60:.1f} min ({m['train_cpu_s'] / 60:.1f} min)"]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-    lines.append(END)
     return "\n".join(lines)
 
 
@@ -211,14 +171,7 @@ def write_readmes(results: Dict[str, Any], machine: str) -> None:
         if not any(r["dims"] == dims for r in results.values()):
             continue
         readme = os.path.join(BUNDLE[dims], "docs", "README.md")
-        with open(readme) as f:
-            text = f.read()
-        if START not in text or END not in text:
-            raise ValueError(f"{readme} lacks the {START} ... {END} markers.")
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        with open(readme, "w") as f:
-            f.write(head + render(results, dims, machine) + tail)
+        write_between_markers(readme, START, END, render(results, dims, machine))
         print(f"tables written to {readme}")
 
 

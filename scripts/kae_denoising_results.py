@@ -16,17 +16,13 @@ Usage (from the repository root; each training is a few minutes on 2 CPU cores):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
-import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _bundle_runs import REPO, count_parameters, read_metrics, run_bundle, write_between_markers
+
 BUNDLE = REPO / "bundles" / "kae_denoising"
 CONFIGS = BUNDLE / "configs"
 
@@ -39,24 +35,6 @@ MODELS = [
     ("kae", "PatchKAE (KAE layers, order 3)", []),
     ("ae", "PatchAE (linear layers, same shape)", ["--layer_type", "linear"]),
 ]
-
-
-def run_bundle(config: str, bundle_root: Path, overrides: list, log: Path) -> float:
-    """Run ``python -m monai.bundle run`` on one config; return the wall time in seconds."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / config),
-           "--bundle_root", str(bundle_root), *overrides]
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}); see {log}")
-    return wall
-
-
-def read_metrics(eval_dir: Path) -> dict:
-    with open(eval_dir / "metrics.csv") as f:
-        return {row[0]: float(row[1]) for row in csv.reader(f) if row}
 
 
 def classical_baselines(test_pairs: list) -> dict:
@@ -80,26 +58,11 @@ def classical_baselines(test_pairs: list) -> dict:
     return {name: {k: sum(v) / len(v) for k, v in s.items()} for name, s in scores.items()}
 
 
-def count_params(overrides: list) -> int:
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "train.json"))
+def network_parameters(overrides: list) -> int:
+    """Parameters of the bundle's network under the model's command-line ``overrides`` (only ``--layer_type``)."""
     pairs = dict(zip(overrides[::2], overrides[1::2]))
-    if "--layer_type" in pairs:
-        parser["layer_type"] = pairs["--layer_type"]
-    parser["bundle_root"] = str(BUNDLE)
-    net = parser.get_parsed_content("network_def")
-    return sum(p.numel() for p in net.parameters())
-
-
-def write_readme(readme: Path, source: str, table: str) -> None:
-    start, end = f"<!-- kae-results:{source}:start -->", f"<!-- kae-results:{source}:end -->"
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise ValueError(f"{readme} lacks the markers {start} ... {end}.")
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    readme.write_text(pattern.sub(lambda _: f"{start}\n{table}\n{end}", text))
+    extra = {"layer_type": pairs["--layer_type"]} if "--layer_type" in pairs else {}
+    return count_parameters(CONFIGS / "train.json", {"bundle_root": str(BUNDLE), **extra})
 
 
 def main() -> None:
@@ -125,17 +88,18 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         train_overrides = [*common, *extra, "--overwrite", "True", "--progress_bar", "False"]
         print(f"training {label} in {root} ...", flush=True)
-        wall = run_bundle("train.json", root, train_overrides, root / "train.log")
-        run_bundle("evaluate.json", root, [*common, *extra], root / "evaluate.log")
-        metrics = read_metrics(root / "eval")
+        wall = run_bundle([CONFIGS / "train.json"], ["--bundle_root", str(root), *train_overrides],
+                          log=root / "train.log")["wall_s"]
+        run_bundle([CONFIGS / "evaluate.json"], ["--bundle_root", str(root), *common, *extra],
+                   log=root / "evaluate.log")
+        metrics = read_metrics(root / "eval" / "metrics.csv")
         scores = (metrics["test_mse"], metrics["test_psnr"], metrics["test_ssim"])
-        results.append((label, count_params(extra), wall, *scores))
+        results.append((label, network_parameters(extra), wall, *scores))
         commands.append(f"python -m monai.bundle run --config_file bundles/kae_denoising/configs/train.json "
                         f"--bundle_root {root} {' '.join(train_overrides)}")
         print(f"  {label}: {wall:.0f} s, PSNR {metrics['test_psnr']:.2f} dB", flush=True)
 
     # the noisy test files both runs evaluated on (same noise, same seed)
-    sys.path.insert(0, str(REPO))
     from monai_kan.data.denoising_splits import denoising_datalist, noisy_pairs
 
     kae_root = work / "kae"
@@ -168,7 +132,8 @@ def main() -> None:
     print(table)
     (work / "results.md").write_text(table + "\n")
     if not args.no_write:
-        write_readme(Path(args.readme), source, table)
+        write_between_markers(args.readme, f"<!-- kae-results:{source}:start -->",
+                              f"<!-- kae-results:{source}:end -->", table)
         print(f"wrote the table into {args.readme}")
 
 

@@ -20,40 +20,26 @@ Extra ``--key value`` pairs after ``--`` go to the training command (e.g. ``-- -
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import List
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _bundle_runs import REPO, read_raw_metrics, run_bundle
+
 BUNDLE = os.path.join(REPO, "bundles", "kmunet_3d_segmentation")
 CONFIGS = os.path.join(BUNDLE, "configs")
 
 
 def bundle_run(configs: List[str], overrides: List[str]) -> float:
-    files = [os.path.join(CONFIGS, c) for c in configs]
-    config_arg = files[0] if len(files) == 1 else json.dumps(files)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg] + overrides
-    print("\n$ " + " ".join(cmd if len(files) == 1 else cmd[:5] + [f"'{config_arg}'"] + cmd[6:]), flush=True)
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO)
-    return time.perf_counter() - start
-
-
-def read_raw(path: str) -> Dict[str, List[float]]:
-    """A MetricsSaver ``*_raw.csv``: ``filename, class0, class1, ..., mean`` per case."""
-    with open(path) as f:
-        text = f.read()
-    rows = list(csv.reader(text.splitlines(), delimiter="\t" if "\t" in text else ","))
-    return {os.path.basename(r[0]): [float(v) for v in r[1:]] for r in rows[1:] if r}
+    """Run the bundle's ``configs`` (printing the command, output to the console); returns the wall time."""
+    return run_bundle([os.path.join(CONFIGS, c) for c in configs], overrides, echo=True)["wall_s"]
 
 
 def dice_table(eval_dir: str, class_names: List[str]) -> str:
-    dice = read_raw(os.path.join(eval_dir, "val_mean_dice_raw.csv"))
-    hd95 = read_raw(os.path.join(eval_dir, "val_hd95_raw.csv"))
+    dice = read_raw_metrics(os.path.join(eval_dir, "val_mean_dice_raw.csv"))
+    hd95 = read_raw_metrics(os.path.join(eval_dir, "val_hd95_raw.csv"))
     fg = class_names[1:]
     header = ["case"] + [f"Dice {c}" for c in fg] + [f"HD95 {c} (mm)" for c in fg]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]

@@ -1,7 +1,21 @@
 """Helpers shared by the tests."""
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import torch
 import torch.nn as nn
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a fresh module (scripts are files, not an installed package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def error_chain(exc: BaseException) -> str:

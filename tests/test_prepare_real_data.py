@@ -3,7 +3,6 @@ the nilearn wheel are built here with the layout the real ones have, then conver
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tarfile
 import zipfile
@@ -13,15 +12,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("prepare_real_data", ROOT / "scripts" / "prepare_real_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("prepare_real_data")
 
 
 def _fake_sdist(script, tmp_path: Path) -> Path:
