@@ -203,7 +203,8 @@ def main(argv=None) -> int:
         "command": command, "invocations": results["invocations"],
         "started": invocations[0]["started"] if invocations else started, "wall_time": wall,
         "threads": max(1, threads // args.workers), "torch": torch.__version__,
-        "cpu_count": os.cpu_count(), "workers": args.workers, "protocol": cfg.as_dict(), "fused": fused_kernels_enabled(), "quick": args.quick,
+        "cpu_count": os.cpu_count(), "workers": args.workers, "protocol": cfg.as_dict(),
+        "fused": fused_kernels_enabled(), "quick": args.quick,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render_report(results, meta))

@@ -233,14 +233,20 @@ def test_nan_and_inf_behaviour_is_as_documented():
     assert out[0, 0, 0] == 0 and out[0, 0, 1] == 0 and torch.isfinite(out).all()  # splines vanish at +-Inf
 
 
-def test_functional_path_without_grad_matches():
-    layer = KANConv(2, 2, 2)
-    x = torch.randn(1, 2, 5, 5)
-    with torch.no_grad():
-        a = layer(x)
-        b = kan_convolution(x, layer._fused_weight(x.dtype), None, layer.knots, 3, True, layer.base_activation,
-                            [1, 1], [1, 1], [1, 1], 1)
-    torch.testing.assert_close(a, b)
+@pytest.mark.parametrize("grad", [False, True])
+def test_functional_kan_convolution_matches_seed_formula(grad):
+    """The custom op ``kan_convolution`` called on its own (as ``torch.compile`` and tools see it), with and without
+    autograd, against the float64 scipy reference: not against the layer, which calls the same op."""
+    torch.manual_seed(0)
+    layer = randomize(KANConv(2, 4, 6, stride=2, groups=2, bias=True, spline_order=2).double())
+    x = (torch.randn(2, 4, 7, 6, dtype=torch.float64) * 1.5).requires_grad_(grad)
+    ref = naive_conv(layer, x)
+    with torch.set_grad_enabled(grad):
+        out = kan_convolution(x, layer._fused_weight(x.dtype), layer.bias, layer.knots, layer.spline_order,
+                              layer.uniform_grid, layer.base_activation, layer.stride, layer.padding,
+                              layer.dilation, layer.groups)
+    assert out.requires_grad == grad
+    np.testing.assert_allclose(out.detach().numpy(), ref, atol=1e-10, rtol=1e-10)
 
 
 def test_loading_a_checkpoint_with_another_grid_size_adopts_it():
