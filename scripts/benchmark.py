@@ -45,11 +45,13 @@ class Variant:
         self.label, self.module, self.inputs, self.fused, self.amp = label, module, inputs, fused, amp
 
     def forward(self, args) -> torch.Tensor:
+        """The module's output under this row's kernel and autocast settings (``args``: the command line)."""
         set_fused_kernels(self.fused)
         with torch.autocast(args.device.type, dtype=args.amp_dtype, enabled=self.amp):
             return self.module(self.inputs)
 
     def step(self, args) -> None:
+        """One training step: zero grads, forward, backward (``args``: the command line)."""
         self.module.zero_grad(set_to_none=True)
         self.inputs.grad = None
         self.forward(args).float().square().mean().backward()
@@ -57,6 +59,7 @@ class Variant:
             torch.cuda.synchronize()
 
     def saved_bytes(self, args) -> int:
+        """Bytes of the distinct non-parameter storages autograd saves in one forward (``args``: the command line)."""
         storages = {}
 
         def pack(t):
@@ -72,7 +75,12 @@ class Variant:
 
 
 def measure(variants: Sequence[Variant], args) -> List[Tuple[float, int]]:
-    """(median seconds per step, bytes saved for backward) of each variant, the variants interleaved."""
+    """(median seconds per step, bytes saved for backward) of each variant, the variants interleaved.
+
+    Args:
+        variants: the rows of one table.
+        args: the parsed command line (``warmup``, ``repeats``, ``device``, autocast settings).
+    """
     times: List[List[float]] = [[] for _ in variants]
     for r in range(args.warmup + args.repeats):
         for i, v in enumerate(variants):
@@ -84,10 +92,22 @@ def measure(variants: Sequence[Variant], args) -> List[Tuple[float, int]]:
 
 
 def table(title: str, columns: str, rows: List[str]) -> List[str]:
+    """Markdown lines of a table: ``### title``, the ``columns`` header line, its rule and ``rows``.
+
+    Args:
+        title: heading.
+        columns: header line, ``| a | b |``; the first column is left-aligned, the others right-aligned.
+        rows: table lines.
+    """
     return [f"### {title}", "", columns, "|" + "---|" + "---:|" * (columns.count("|") - 2)] + rows + [""]
 
 
 def layer_tables(args) -> List[str]:
+    """KANConv against the FLOP floor and the plain convolution, per case (markdown lines).
+
+    Args:
+        args: the parsed command line.
+    """
     out = []
     for name in (CASES if args.case == "all" else [args.case]):
         dims, batch, c_in, c_out, size = CASES[name]
@@ -127,6 +147,11 @@ def layer_tables(args) -> List[str]:
 
 
 def network_table(args) -> List[str]:
+    """KMUNet 3D training step against its plain-convolution twin and MONAI's UNet (markdown lines).
+
+    Args:
+        args: the parsed command line.
+    """
     torch.manual_seed(0)
     dev, size = args.device, args.net_size
     common = dict(spatial_dims=3, in_channels=1, out_channels=2, channels=(16, 32, 64, 128), strides=(2, 2, 2),
@@ -159,6 +184,11 @@ def _kmunet_2d(args) -> Tuple[nn.Module, torch.Tensor]:
 
 
 def metatensor_table(args) -> List[str]:
+    """KMUNet 2D training step with a MetaTensor input against a plain tensor (markdown lines).
+
+    Args:
+        args: the parsed command line.
+    """
     net, x = _kmunet_2d(args)
     meta = MetaTensor(x.clone(), affine=torch.diag(torch.tensor([0.8, 0.8, 1.0, 1.0], dtype=torch.float64)))
     variants = [Variant("torch.Tensor input", net, x.requires_grad_(True)),
@@ -171,6 +201,11 @@ def metatensor_table(args) -> List[str]:
 
 
 def compile_table(args) -> List[str]:
+    """KMUNet 2D training step under ``torch.compile(net)`` against the eager network (markdown lines).
+
+    Args:
+        args: the parsed command line.
+    """
     net, x = _kmunet_2d(args)
     compiled = torch.compile(net)
     x.requires_grad_(True)
@@ -188,6 +223,7 @@ def compile_table(args) -> List[str]:
 
 
 def main() -> None:
+    """Command-line entry point: measure the chosen tables and print (or write) them."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", default=",".join(TABLES), help=f"comma-separated subset of {', '.join(TABLES)}")
     parser.add_argument("--case", choices=[*CASES, "all"], default="all", help="layer table case")

@@ -94,7 +94,16 @@ def check_against_cpu_reference(
     device: torch.device, verbose: bool = False, kernels: Tuple[str, ...] = ("fused", "eager")
 ) -> Dict[str, Tuple[float, float]]:
     """Worst relative error per (case, mode, kernels) against float64 on the CPU, with its tolerance. TF32 is
-    turned off meanwhile: the check is of this package's kernels, not of the GPU's float32 convolutions."""
+    turned off meanwhile: the check is of this package's kernels, not of the GPU's float32 convolutions.
+
+    Args:
+        device: where the checked layers run.
+        verbose: print one line per check.
+        kernels: ``"fused"`` and/or ``"eager"``.
+
+    Returns:
+        ``"<case> | <mode> | <kernels>"`` -> ``(relative error, tolerance)``.
+    """
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     worst: Dict[str, Tuple[float, float]] = {}
     for name, module, shape, twin in _cases():
@@ -133,6 +142,11 @@ def _time(step, device: torch.device, warmup: int = 3, repeats: int = 10) -> Tup
 
 
 def timing(device: torch.device) -> None:
+    """Print fwd+bwd median time and peak memory of KANConv, the FLOP floor and the plain convolution.
+
+    Args:
+        device: where to run.
+    """
     for dims, batch, c, size in ((2, 8, 32, 128), (3, 2, 32, 64)):
         conv = {2: nn.Conv2d, 3: nn.Conv3d}[dims]
         kan = KANConv(dims, c, c).to(device)
@@ -163,6 +177,7 @@ def timing(device: torch.device) -> None:
 
 
 def main() -> int:
+    """Command-line entry point; returns 1 when a check fails, else 0."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--skip-timing", action="store_true")

@@ -52,6 +52,11 @@ def _csv(kind):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, checked, with ``--quick`` applied.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+    """
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", type=_csv(str), default=["fashion-mnist", "mnist"], help=f"of {sorted(LOADERS)}")
     p.add_argument("--models", type=_csv(str), default=list(MODEL_SPECS), help=f"of {list(MODEL_SPECS)}")
@@ -133,6 +138,11 @@ def _partial_meta(saved: dict) -> dict:
 
 
 def main(argv=None) -> int:
+    """Run the protocol and write the report; returns the exit status (1: data missing, 2: resume refused).
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+    """
     args = parse_args(argv)
     if args.report_only:
         saved = json.loads(args.json.read_text())

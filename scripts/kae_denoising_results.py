@@ -38,7 +38,14 @@ MODELS = [
 
 
 def classical_baselines(test_pairs: list) -> dict:
-    """Noisy input and median filters, scored with the same MONAI metrics as the bundle's evaluate.json."""
+    """Noisy input and median filters, scored with the same MONAI metrics as the bundle's evaluate.json.
+
+    Args:
+        test_pairs: ``{"image": noisy file, "label": clean file}`` items of the test split.
+
+    Returns:
+        method name -> mean ``mse``, ``psnr``, ``ssim`` over the pairs.
+    """
     import torch
     from monai.metrics import MSEMetric, PSNRMetric, SSIMMetric
     from monai.transforms import MedianSmooth
@@ -59,13 +66,18 @@ def classical_baselines(test_pairs: list) -> dict:
 
 
 def network_parameters(overrides: list) -> int:
-    """Parameters of the bundle's network under the model's command-line ``overrides`` (only ``--layer_type``)."""
+    """Parameters of the bundle's network under the model's command-line ``overrides``.
+
+    Args:
+        overrides: ``--key value`` list; only ``--layer_type`` changes the network.
+    """
     pairs = dict(zip(overrides[::2], overrides[1::2]))
     extra = {"layer_type": pairs["--layer_type"]} if "--layer_type" in pairs else {}
     return count_parameters(CONFIGS / "train.json", {"bundle_root": str(BUNDLE), **extra})
 
 
 def main() -> None:
+    """Command-line entry point: train, evaluate and score both models and the filters, then write the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-source", default="synthetic", choices=sorted(SOURCE_OVERRIDES))
     parser.add_argument("--mni152-template", default=None, help="path of the MNI152 T1 template (data-source mni152)")

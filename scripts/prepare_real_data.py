@@ -332,12 +332,22 @@ def convert_mni152(
 
 
 def default_out(source: str, dims: int) -> str:
-    """The bundle's (git-ignored) data folder for ``source`` in ``dims`` dimensions."""
+    """The bundle's (git-ignored) data folder for ``source`` in ``dims`` dimensions.
+
+    Args:
+        source: ``"pyradiomics"`` or ``"mni152"``.
+        dims: 2 or 3.
+    """
     bundle = "kmunet_3d_segmentation" if dims == 3 else "kmunet_2d_segmentation"
     return os.path.join(REPO, "bundles", bundle, "data", f"{source}_{dims}d")
 
 
 def main(argv=None) -> int:
+    """Fetch and convert the chosen sources; returns the exit status.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", choices=["pyradiomics", "mni152", "all"], default="all")
     parser.add_argument("--dims", type=int, choices=[2, 3], default=None,

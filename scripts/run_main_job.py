@@ -33,11 +33,25 @@ CONFIGS = os.path.join(BUNDLE, "configs")
 
 
 def bundle_run(configs: List[str], overrides: List[str]) -> float:
-    """Run the bundle's ``configs`` (printing the command, output to the console); returns the wall time."""
+    """Run the bundle's ``configs`` (printing the command, output to the console); returns the wall time.
+
+    Args:
+        configs: config file names in the bundle's ``configs/``, merged in order.
+        overrides: ``--key value`` arguments.
+
+    Raises:
+        RuntimeError: the command failed.
+    """
     return run_bundle([os.path.join(CONFIGS, c) for c in configs], overrides, echo=True)["wall_s"]
 
 
 def dice_table(eval_dir: str, class_names: List[str]) -> str:
+    """Markdown table of per-case Dice and HD95 with their means, from the evaluation's ``*_raw.csv`` files.
+
+    Args:
+        eval_dir: the evaluation's output folder.
+        class_names: all classes, background first (it gets no column).
+    """
     dice = read_raw_metrics(os.path.join(eval_dir, "val_mean_dice_raw.csv"))
     hd95 = read_raw_metrics(os.path.join(eval_dir, "val_hd95_raw.csv"))
     fg = class_names[1:]
@@ -57,7 +71,17 @@ def dice_table(eval_dir: str, class_names: List[str]) -> str:
 
 
 def overlay_png(image_path: str, label_path: str, pred_path: str, out_png: str) -> None:
-    """Axial slice through the largest tumor cross-section: image, image + label, image + prediction."""
+    """Axial slice through the largest tumor cross-section: image, image + label, image + prediction.
+
+    Args:
+        image_path: the image (NIfTI).
+        label_path: its label map.
+        pred_path: the predicted label map, on the image's grid.
+        out_png: the figure to write.
+
+    Raises:
+        ValueError: prediction and label differ in shape.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,6 +112,11 @@ def overlay_png(image_path: str, label_path: str, pred_path: str, out_png: str) 
 
 
 def main(argv=None) -> int:
+    """Command-line entry point; returns the exit status.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=None, help="override the bundle's epochs")
     parser.add_argument("--skip-train", action="store_true", help="use the existing models/model.pt")

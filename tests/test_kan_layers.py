@@ -1,5 +1,6 @@
-"""KANLinear and KANConv against a naive evaluation of the seed formula with scipy splines built from the layers'
-own ``knots`` and ``coefficients()`` (float64), plus gradients, TorchScript, memory and argument checks."""
+"""KANLinear and KANConv against a naive evaluation of their formula (the KM-UNet formulation of a KAN convolution;
+KAN: Liu et al., arXiv:2404.19756) with scipy splines built from the layers' own ``knots`` and ``coefficients()``
+(float64), plus gradients, TorchScript, memory and argument checks."""
 
 import itertools
 
@@ -83,7 +84,7 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("dims,kwargs,size", CONV_CASES)
-def test_kan_conv_matches_seed_formula(dims, kwargs, size):
+def test_kan_conv_matches_formula(dims, kwargs, size):
     torch.manual_seed(0)
     layer = randomize(KANConv(dims, 4, 6, **kwargs).double())
     x = torch.randn(2, 4, *size, dtype=torch.float64) * 1.5  # also outside grid_range
@@ -234,7 +235,7 @@ def test_nan_and_inf_behaviour_is_as_documented():
 
 
 @pytest.mark.parametrize("grad", [False, True])
-def test_functional_kan_convolution_matches_seed_formula(grad):
+def test_functional_kan_convolution_matches_formula(grad):
     """The custom op ``kan_convolution`` called on its own (as ``torch.compile`` and tools see it), with and without
     autograd, against the float64 scipy reference: not against the layer, which calls the same op."""
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""Metrics of the KAE paper's evaluation (section 4): reconstruction, similarity search, 1-NN, denoising."""
+"""Metrics of the KAE paper's evaluation (Yu et al., *KAE: Kolmogorov-Arnold Auto-Encoder for Representation
+Learning*, arXiv:2501.00420, section 4): reconstruction, similarity search, 1-NN classification, denoising."""
 
 from __future__ import annotations
 
@@ -18,7 +19,16 @@ __all__ = [
 
 
 def batched_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-    """``fn`` over ``x`` in chunks of ``batch_size`` rows, without gradients, concatenated back to one tensor."""
+    """``fn`` over ``x`` in chunks of ``batch_size`` rows, without gradients, concatenated back to one tensor.
+
+    Args:
+        fn: maps a ``(B, ...)`` chunk to a ``(B, ...)`` result (a model or its ``encode``).
+        x: ``(N, ...)`` rows.
+        batch_size: rows per call. Defaults to 2048.
+
+    Raises:
+        ValueError: ``batch_size`` is not positive.
+    """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be positive, got {batch_size!r}.")
     with torch.no_grad():
@@ -31,6 +41,9 @@ def reconstruction_mse(reconstruction: torch.Tensor, target: torch.Tensor) -> fl
     Args:
         reconstruction: ``(N, *dims)``.
         target: same number of elements as ``reconstruction``.
+
+    Raises:
+        ValueError: the element counts differ.
     """
     if reconstruction.numel() != target.numel():
         raise ValueError(
@@ -45,6 +58,13 @@ def pairwise_sq_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances ``(N, M)`` between the rows of ``a (N, D)`` and ``b (M, D)``, via one matrix product.
 
     Both sets are centred on the mean of ``b`` first, which keeps the ``|a|^2 + |b|^2 - 2 a.b`` cancellation small.
+
+    Args:
+        a: ``(N, D)``.
+        b: ``(M, D)``.
+
+    Raises:
+        ValueError: ``a`` or ``b`` is not 2D, or their widths differ.
     """
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"`a` and `b` must be (N, D) and (M, D), got {list(a.shape)} and {list(b.shape)}.")
@@ -55,7 +75,11 @@ def pairwise_sq_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def recall_at_k(
-    inputs: torch.Tensor, latents: torch.Tensor, k: int = 10, n_retrieved: Optional[int] = None, exclude_self: bool = False
+    inputs: torch.Tensor,
+    latents: torch.Tensor,
+    k: int = 10,
+    n_retrieved: Optional[int] = None,
+    exclude_self: bool = False,
 ) -> float:
     """Similarity-search recall: how many of each query's ``k`` nearest inputs are among its nearest latents.
 
@@ -72,6 +96,10 @@ def recall_at_k(
         exclude_self: drop the query from its own neighbour lists. Defaults to False.
 
     Distances are computed in float64, so an identity encoder scores exactly 1.0 when neighbours are unique.
+
+    Raises:
+        ValueError: ``inputs`` and ``latents`` differ in sample count, or ``k`` / ``n_retrieved`` is outside
+            ``[1, N]`` (``[1, N - 1]`` with ``exclude_self``).
     """
     n_retrieved = k if n_retrieved is None else n_retrieved
     x = inputs.reshape(inputs.shape[0], -1).double()
@@ -107,6 +135,9 @@ def nearest_neighbor_accuracy(
         queries: ``(M, d)`` codes to classify (test set).
         query_labels: ``(M,)`` true labels.
         chunk_size: queries per distance block (memory ``chunk_size x N``). Defaults to 1024.
+
+    Raises:
+        ValueError: a set and its labels differ in length, or a set is empty.
     """
     if reference.shape[0] != reference_labels.shape[0] or queries.shape[0] != query_labels.shape[0]:
         raise ValueError("`reference`/`queries` and their labels must have as many rows.")
@@ -126,19 +157,38 @@ def nearest_neighbor_accuracy(
 
 
 def add_gaussian_noise(x: torch.Tensor, std: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """``x + N(0, std^2)`` per element, not clipped (as in the KAE authors' code)."""
+    """``x + N(0, std^2)`` per element, not clipped (as in the KAE authors' code).
+
+    Args:
+        x: clean images.
+        std: standard deviation of the noise.
+        generator: random source (default: torch's global one).
+
+    Raises:
+        ValueError: ``std`` is negative.
+    """
     if std < 0:
         raise ValueError(f"`std` must be non-negative, got {std!r}.")
     return x + std * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
-def add_salt_and_pepper_noise(x: torch.Tensor, prob: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def add_salt_and_pepper_noise(
+    x: torch.Tensor, prob: float, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
     """The KAE paper's salt-and-pepper noise: each element becomes 0 with probability ``prob`` and 1 with ``prob``.
 
     That is :func:`monai_kan.data.transforms.salt_and_pepper_noise` with ``amount = 2 * prob`` (the total fraction
     changed): the paper protocol's ``prob=0.05`` (the authors' README parameters ``(0.05, 0.95)``: one uniform draw
     ``r`` per element, pepper where ``r < 0.05``, salt where ``r > 0.95``) is ``amount=0.10``, 5 % salt plus 5 %
     pepper. (The denoising bundle's ``salt_pepper=0.05`` is ``amount=0.05``, half as many changed pixels.)
+
+    Args:
+        x: clean images in ``[0, 1]``.
+        prob: probability of pepper, and separately of salt, per element.
+        generator: random source (default: torch's global one).
+
+    Raises:
+        ValueError: ``prob`` is not in ``[0, 0.5]``.
     """
     from monai_kan.data.transforms import salt_and_pepper_noise
 

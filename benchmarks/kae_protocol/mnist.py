@@ -1,4 +1,7 @@
-"""Offline loaders for MNIST and Fashion-MNIST from files that registry packages install.
+"""Offline loaders for MNIST and Fashion-MNIST from files that registry packages install, for the KAE protocol.
+
+They look in the system folders where those packages put the files, which is why they live with the benchmark and
+not in the installed ``monai_kan`` package.
 
 * Fashion-MNIST: Debian package ``dataset-fashion-mnist`` (MIT, Zalando SE): the original IDX files, 60,000 train
   and 10,000 test images, under ``/usr/share/datasets/fashion-mnist``.
@@ -83,6 +86,9 @@ def read_idx(path: PathLike) -> np.ndarray:
 
     Returns:
         the array with the file's shape and dtype (``uint8`` for MNIST images and labels).
+
+    Raises:
+        ValueError: the file is not an IDX file, or it is truncated.
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -97,7 +103,8 @@ def read_idx(path: PathLike) -> np.ndarray:
     offset = 4 + 4 * ndim
     if len(raw) - offset != count * dtype.itemsize:
         raise ValueError(f"IDX file {path} is truncated or corrupt: expected {count} items of shape {dims.tolist()}.")
-    return np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(dims.tolist()).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(dims.tolist())
+    return array.astype(dtype.newbyteorder("="))
 
 
 def _find_idx(directory: Path, stem: str) -> Optional[Path]:
@@ -169,7 +176,9 @@ def _load_npm_digits(digits_dir: Path, test_fraction: float) -> ImageSplits:
         with open(digits_dir / f"{digit}.json", encoding="utf-8") as f:
             values = np.asarray(json.load(f)["data"], dtype=np.float64)
         if values.size % 784:
-            raise ValueError(f"{digits_dir / f'{digit}.json'}: {values.size} values is not a whole number of 28x28 images.")
+            raise ValueError(
+                f"{digits_dir / f'{digit}.json'}: {values.size} values is not a whole number of 28x28 images."
+            )
         # the package stores v / 255 rounded to 3 decimals: round(v * 255) restores the 8-bit value exactly
         images = np.rint(values * 255.0).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
         n_test = int(round(len(images) * test_fraction))

@@ -1,7 +1,9 @@
-"""The autoencoders compared in the KAE paper, plus a tuned MLP autoencoder, and their hyper-parameter grids.
+"""The autoencoders compared in the KAE paper (Yu et al., arXiv:2501.00420), plus a tuned MLP autoencoder, and
+their hyper-parameter grids.
 
-The baselines are :class:`~monai_kan.networks.KAE` layer types (``"linear"``, ``"kan"``, ``"fourierkan"``,
-``"wavkan"``, ``"kae"``), registered with the network itself.
+The baselines are :class:`~monai_kan.networks.KAE` layer types (``"linear"``, ``"kan"``: B-spline KAN of Liu et al.,
+*KAN: Kolmogorov-Arnold Networks*, arXiv:2404.19756; ``"fourierkan"``; ``"wavkan"``: Bozorgasl & Chen, *Wav-KAN*,
+arXiv:2405.12832; ``"kae"``), registered with the network itself.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ def build_model(key: str, in_features: int, latent_dim: int, config: Dict[str, f
         in_features: input size (784 for 28x28 images).
         latent_dim: code size ``d``.
         config: one entry of the model's grid (only ``hidden`` matters here).
+
+    Raises:
+        ValueError: ``key`` is not in :data:`MODEL_SPECS`.
     """
     if key not in MODEL_SPECS:
         raise ValueError(f"`key` must be one of {sorted(MODEL_SPECS)}, got {key!r}.")
@@ -78,5 +83,9 @@ def build_model(key: str, in_features: int, latent_dim: int, config: Dict[str, f
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of learnable parameters (batch-norm running statistics are buffers and not counted)."""
+    """Number of learnable parameters (batch-norm running statistics are buffers and not counted).
+
+    Args:
+        model: any module.
+    """
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -64,7 +64,14 @@ PAPER_TABLES: Dict[str, Dict[str, Tuple[float, ...]]] = {
 
 
 def paper_value(metric: str, model: str, dataset: str, latent_dim: int) -> Optional[float]:
-    """The paper's value, or None where the paper has none (another dataset, latent size or model)."""
+    """The paper's value, or None where the paper has none (another dataset, latent size or model).
+
+    Args:
+        metric: a key of :data:`PAPER_TABLES` (``"recon_mse"``, ``"recall"``, ``"knn_acc"``, ``"gauss"``, ``"sp"``).
+        model: a model key of the benchmark, e.g. ``"kae3"``.
+        dataset: ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"`` or ``"cifar100"``.
+        latent_dim: 16 or 32.
+    """
     column = PAPER_DATASET_COLUMNS.get(dataset)
     if column is None or latent_dim not in (16, 32):
         return None

@@ -1,4 +1,5 @@
-"""Training and evaluation protocol of the KAE paper (section 4), on tensors held in memory.
+"""Training and evaluation protocol of the KAE paper (Yu et al., arXiv:2501.00420, section 4), on tensors held in
+memory.
 
 Per dataset, latent size and model: the configuration (learning rate x weight decay, see
 :mod:`benchmarks.kae_protocol.models`) is selected by reconstruction loss on a validation part held out of the
@@ -64,6 +65,10 @@ class ProtocolConfig:
         salt_pepper_prob: probability of pepper (0) and, separately, of salt (1) per pixel (a total amount of twice
             that in `monai_kan.data.transforms.salt_and_pepper_noise`). Paper: 0.05, i.e. amount 0.10.
         eval_batch_size: rows per forward pass in evaluation.
+
+    Raises:
+        ValueError: an unknown ``selection``, ``val_fraction`` outside ``(0, 1)``, ``epochs < 1``,
+            ``batch_size < 2`` or no seeds.
     """
 
     epochs: int = 10
@@ -91,6 +96,7 @@ class ProtocolConfig:
         self.seeds = tuple(int(s) for s in self.seeds)
 
     def as_dict(self) -> dict:
+        """The settings as a plain dict (JSON-serialisable; saved with results to check a resume)."""
         return asdict(self)
 
 
@@ -103,7 +109,11 @@ class _Data:
 
 
 def flatten_splits(splits: ImageSplits) -> _Data:
-    """Images ``(N, 1, H, W)`` -> contiguous float32 rows ``(N, H * W)``, labels kept."""
+    """Images ``(N, 1, H, W)`` -> contiguous float32 rows ``(N, H * W)``, labels kept.
+
+    Args:
+        splits: a dataset from :mod:`~benchmarks.kae_protocol.mnist` or :mod:`~benchmarks.kae_protocol.synthetic`.
+    """
     flat = lambda t: t.reshape(t.shape[0], -1).to(torch.float32).contiguous()  # noqa: E731
     return _Data(flat(splits.train_images), splits.train_labels, flat(splits.test_images), splits.test_labels)
 
@@ -152,6 +162,12 @@ def train_autoencoder(
 def evaluate_autoencoder(model: nn.Module, data: _Data, cfg: ProtocolConfig, seed: int) -> Dict[str, float]:
     """All test metrics of the paper for a trained model (in eval mode, no gradients).
 
+    Args:
+        model: a trained autoencoder with ``encode``.
+        data: rows from :func:`flatten_splits`.
+        cfg: protocol settings (recall samples and ``k``, noise levels, evaluation batch size).
+        seed: seed of the random test subset of Recall@k and of the noise.
+
     Returns:
         ``recon_mse`` (Table 2), ``recall`` (Table 3, Recall@k on ``cfg.recall_samples`` random test samples),
         ``knn_acc`` (Table 4, 1-NN with the training codes as reference), and for Table 5 ``gauss_clean`` /
@@ -195,6 +211,15 @@ def select_configuration(
 ) -> Tuple[dict, List[dict], float]:
     """Pick the model's configuration by validation reconstruction MSE (first seed only).
 
+    With ``cfg.selection == "fixed"`` the paper's models get :data:`AUTHORS_CONFIG` without training.
+
+    Args:
+        key: model key of :data:`~benchmarks.kae_protocol.models.MODEL_SPECS`.
+        data: rows from :func:`flatten_splits`; the validation part is held out of its training rows.
+        latent_dim: code size ``d``.
+        cfg: protocol settings.
+        log: progress printer.
+
     Returns:
         the chosen configuration, one record per grid entry (``config``, ``val_mse``, ``train_time``), and the
         wall time of the selection in seconds.
@@ -225,7 +250,9 @@ def _fmt_config(config: dict) -> str:
     return " ".join(parts)
 
 
-def _run_cell(name: str, data: _Data, cfg: ProtocolConfig, cell: dict, log: Log, on_progress: Callable[[], None]) -> dict:
+def _run_cell(
+    name: str, data: _Data, cfg: ProtocolConfig, cell: dict, log: Log, on_progress: Callable[[], None]
+) -> dict:
     """Selection (unless done) and every missing seed of one ``dataset/d/model`` cell; ``cell`` is updated in place."""
     _, d, key = name.split("/")
     d = int(d)
@@ -303,6 +330,9 @@ def run_protocol(
     Returns:
         ``{"cells": {"<dataset>/<d>/<model>": {"selected", "selection", "selection_time", "params", "runs":
         {seed: metrics + train_time + eval_time}}}, "dataset_sources": {...}}``.
+
+    Raises:
+        ValueError: an unknown model key, or ``workers < 1``.
     """
     unknown = [m for m in models if m not in MODEL_SPECS]
     if unknown:
@@ -339,7 +369,8 @@ def run_protocol(
 
     pending.sort(key=cost, reverse=True)
     log(f"running {len(pending)} cells in {workers} worker processes, {threads_per_worker} thread(s) each")
-    init = (data, cfg, threads_per_worker, fused_kernels_enabled(), time.time() if clock_origin is None else clock_origin)
+    origin = time.time() if clock_origin is None else clock_origin
+    init = (data, cfg, threads_per_worker, fused_kernels_enabled(), origin)
     with mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=init) as pool:
         for name, cell in pool.imap_unordered(_worker_run, [(n, cells[n]) for n in pending]):
             cells[name] = cell

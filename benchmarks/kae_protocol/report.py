@@ -1,4 +1,5 @@
-"""Markdown report of a KAE benchmark run: our mean +- std beside the paper's Tables 2-5."""
+"""Markdown report of a KAE benchmark run: our mean +- std beside the KAE paper's Tables 2-5 (Yu et al.,
+arXiv:2501.00420)."""
 
 from __future__ import annotations
 
@@ -36,13 +37,20 @@ _TABLES = [
     ("Table 3: similarity search, Recall@10 (higher is better)", "recall", "recall", 3),
     ("Table 4: 1-NN classification accuracy in latent space (higher is better)", "knn_acc", "knn_acc", 3),
     ("Table 5-I: denoising MSE, Gaussian noise, against the clean image (lower is better)", "gauss_clean", "gauss", 4),
-    ("Table 5-II: denoising MSE, salt-and-pepper noise, against the clean image (lower is better)", "sp_clean", "sp", 4),
+    ("Table 5-II: denoising MSE, salt-and-pepper noise, against the clean image (lower is better)", "sp_clean", "sp",
+     4),
 ]
 _LOWER_IS_BETTER = {"recon_mse", "gauss_clean", "sp_clean", "gauss_noisy", "sp_noisy"}
 
 
 def cell_stats(cell: dict, metric: str) -> Optional[tuple]:
-    """(mean, population std, n) of ``metric`` over the seeds of one result cell, or None without runs."""
+    """(mean, population std, n) of ``metric`` over the seeds of one result cell, or None without runs.
+
+    Args:
+        cell: one ``"<dataset>/<d>/<model>"`` entry of :func:`~benchmarks.kae_protocol.protocol.run_protocol`'s
+            results.
+        metric: a key of the per-seed metrics, e.g. ``"recon_mse"``.
+    """
     values = [run[metric] for run in cell.get("runs", {}).values() if metric in run]
     if not values:
         return None
@@ -154,8 +162,8 @@ def render_report(results: dict, meta: dict) -> str:
         f"- Seeds: {', '.join(str(s) for s in p['seeds'])} ({n_seeds} per cell); mean ± population std over seeds",
     ]
     if meta.get("partial"):
-        lines.append("- **Partial results**: the run was stopped before every cell had finished; cells without runs show "
-                     "'—', and the wall time counts the invocations up to their last saved result.")
+        lines.append("- **Partial results**: the run was stopped before every cell had finished; cells without runs "
+                     "show '—', and the wall time counts the invocations up to their last saved result.")
     if meta.get("quick"):
         lines.append("- **Quick mode**: subsampled data and fewer epochs; not comparable with the paper.")
     order = "reshuffled every epoch" if p["shuffle"] else "stored order, not shuffled (as the authors' loaders)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from monai_kan.utils import check_int
+
 from .mnist import ImageSplits
 
 __all__ = ["make_blob_images"]
@@ -24,6 +25,9 @@ def make_blob_images(
 
     Returns:
         :class:`~benchmarks.kae_protocol.mnist.ImageSplits` with images ``(N, 1, size, size)`` in ``[0, 1]``.
+
+    Raises:
+        ValueError: a size or count is not a positive integer.
     """
     for name, value in (("n_train", n_train), ("n_test", n_test), ("num_classes", num_classes), ("size", size)):
         check_int(name, value)
