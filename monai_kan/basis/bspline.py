@@ -84,7 +84,8 @@ def _safe_inverse(spacing: torch.Tensor) -> torch.Tensor:
 
 
 def bspline_basis(x: torch.Tensor, knots: torch.Tensor, spline_order: int) -> torch.Tensor:
-    """Cox-de Boor recursion (KM-UNet slides, "B-Spline Basis Functions"; de Boor, *A Practical Guide to Splines*) for arbitrary non-decreasing knots.
+    """Cox-de Boor recursion (KM-UNet slides, "B-Spline Basis Functions"; de Boor, *A Practical Guide to Splines*)
+    for arbitrary non-decreasing knots.
 
     Args:
         x: ``(..., C)`` inputs, channel last.

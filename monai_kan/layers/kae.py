@@ -1,4 +1,5 @@
-"""KAE polynomial layer (F. Yu et al., arXiv:2501.00420, eq. 3): ``y = b + sum_{k=1..p} W_k x^k``, one learnable polynomial per edge."""
+"""KAE polynomial layer (F. Yu et al., arXiv:2501.00420, eq. 3): ``y = b + sum_{k=1..p} W_k x^k``, one learnable
+polynomial per edge."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Every (output channel, input channel, kernel offset) edge carries a polynomial of order ``p`` without constant term,
 and each output adds one constant:
 
-    ``Y[q, c_out] = b_{c_out} + sum_{c_in} sum_{o in kernel} sum_{k=1..p} W_k[c_out, c_in, o] X[q * stride + o, c_in]^k``
+    ``Y[q, c_out] = b_{c_out} + sum_{c_in} sum_{o} sum_{k=1..p} W_k[c_out, c_in, o] X[q * stride + o, c_in]^k``
 
 Stacking the powers ``[X, X^2, ..., X^p]`` along the channel axis turns this into one ordinary convolution with
 ``p`` times the input channels, so cost and memory are those of a convolution ``p`` times as wide. With ``p = 1`` it
@@ -73,7 +73,8 @@ class KAEConv(nn.Module):
         check_positive_int(in_channels=in_channels, out_channels=out_channels, order=order)
         ks = ensure_tuple_rep(kernel_size, spatial_dims)
         pad = tuple(k // 2 for k in ks) if padding is None else ensure_tuple_rep(padding, spatial_dims)
-        self.spatial_dims, self.in_channels, self.out_channels, self.order = spatial_dims, in_channels, out_channels, order
+        self.spatial_dims, self.order = spatial_dims, order
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.conv = Conv[Conv.CONV, spatial_dims](
             in_channels * order, out_channels, ks, stride=stride, padding=pad, bias=bias, padding_mode=padding_mode
         )

@@ -1,5 +1,5 @@
-"""Sparsity and smoothness regularisation of B-spline KAN networks (Liu et al., arXiv:2404.19756, section 2.5.1), and a wrapper that
-adds it to any loss.
+"""Sparsity and smoothness regularisation of B-spline KAN networks (Liu et al., arXiv:2404.19756, section 2.5.1),
+and a wrapper that adds it to any loss.
 
 Per layer, with ``|F_e|`` the magnitude of edge ``e`` (for a convolution: an input-output channel pair, summed over
 kernel offsets):
@@ -77,7 +77,8 @@ class KANRegularization(nn.Module):
     Args:
         network: the network whose ``KANLinear``/``KANConv`` layers are regularised (not registered as a
             submodule: the regulariser adds no parameters or state).
-        l1_weight: weight of the L1 term (``mu_1`` times ``lambda`` in Liu et al., arXiv:2404.19756, eq. 2.20). Defaults to 1e-3.
+        l1_weight: weight of the L1 term (``mu_1`` times ``lambda`` in Liu et al., arXiv:2404.19756, eq. 2.20).
+            Defaults to 1e-3.
         entropy_weight: weight of the entropy term (``mu_2`` times ``lambda``). Defaults to 2e-3.
         smoothness_weight: weight of the second-difference penalty. Defaults to 1e-3.
         reduction: ``"mean"`` (default) averages the L1 and smoothness terms over edges and all terms over layers,

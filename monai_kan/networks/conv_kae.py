@@ -73,7 +73,8 @@ class ConvKAE(nn.Module):
         channels = tuple(channels)
         if not channels:
             raise ValueError("`channels` must name at least one level, got ().")
-        check_positive_int(in_channels=in_channels, order=order, **{f"channels[{i}]": c for i, c in enumerate(channels)})
+        check_positive_int(in_channels=in_channels, order=order)
+        check_positive_int(**{f"channels[{i}]": c for i, c in enumerate(channels)})
         self.spatial_dims, self.in_channels, self.channels = spatial_dims, in_channels, channels
         self.order, self.residual = order, bool(residual)
         self.levels = len(channels)
@@ -90,7 +91,8 @@ class ConvKAE(nn.Module):
             previous = c
         self.decoder = nn.ModuleList()
         for i in range(self.levels - 1, 0, -1):  # from the bottom level up
-            self.decoder.append(nn.ModuleList([conv(channels[i], channels[i - 1]), conv(channels[i - 1], channels[i - 1])]))
+            up, merge = conv(channels[i], channels[i - 1]), conv(channels[i - 1], channels[i - 1])
+            self.decoder.append(nn.ModuleList([up, merge]))
         self.head = conv(channels[0], in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,4 +138,5 @@ class ConvKAE(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"spatial_dims={self.spatial_dims}, channels={self.channels}, order={self.order}, residual={self.residual}"
+        return (f"spatial_dims={self.spatial_dims}, channels={self.channels}, order={self.order}, "
+                f"residual={self.residual}")

@@ -26,8 +26,8 @@ class PatchKAE(nn.Module):
 
     ``forward``: pad the image (replicate) so that patches of side ``patch_size`` taken every ``stride`` pixels cover
     every pixel equally often, even at the border; encode and decode every patch with one shared
-    :class:`~monai_kan.networks.KAE` (layers of eq. 3 of F. Yu et al., arXiv:2501.00420; sigmoid output); put the reconstructed patches back and
-    average where they overlap; crop to the input size. Patch extraction and placement are convolutions with a fixed
+    :class:`~monai_kan.networks.KAE` (layers of eq. 3 of F. Yu et al., arXiv:2501.00420; sigmoid output); put the
+    reconstructed patches back and average where they overlap; crop to the input size. Patch extraction and placement are convolutions with a fixed
     one-hot kernel (exact copies) in 3D, ``F.unfold``/``F.fold`` in 2D; the module is TorchScript-able.
 
     Args:

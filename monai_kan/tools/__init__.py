@@ -1,7 +1,7 @@
-"""Network-level KAN tools (the training techniques of Liu et al., arXiv:2404.19756, section 2.5): function-preserving grid update and
-grid extension of every B-spline KAN layer of a network, DDP-safe, and edge pruning. They work through the
-layer's own description of itself (:class:`~monai_kan.layers.BSplineKANBase` methods); knot placement is in
-:mod:`monai_kan.basis.knots`, the bundle handlers in :mod:`monai_kan.handlers`."""
+"""Network-level KAN tools (the training techniques of Liu et al., arXiv:2404.19756, section 2.5):
+function-preserving grid update and grid extension of every B-spline KAN layer of a network, DDP-safe, and edge
+pruning. They work through the layer's own description of itself (:class:`~monai_kan.layers.BSplineKANBase`
+methods); knot placement is in :mod:`monai_kan.basis.knots`, the bundle handlers in :mod:`monai_kan.handlers`."""
 
 from .grid import (
     GridRefit,

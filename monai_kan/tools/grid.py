@@ -1,4 +1,5 @@
-"""Function-preserving grid update and grid extension of B-spline KAN layers (Liu et al., arXiv:2404.19756, section 2.5).
+"""Function-preserving grid update and grid extension of B-spline KAN layers (Liu et al., arXiv:2404.19756,
+section 2.5).
 
 Both operations replace the knots of every input channel and refit the control points by least squares, so that
 each edge function keeps its values on the data. The refit is linear in the control points and identical for every

@@ -1,4 +1,5 @@
-"""Edge pruning of B-spline KAN layers (Liu et al., arXiv:2404.19756, section 2.5.1), with physical shrinking where it is exact.
+"""Edge pruning of B-spline KAN layers (Liu et al., arXiv:2404.19756, section 2.5.1), with physical shrinking where it
+is exact.
 
 An edge is scored by its mean absolute contribution on data, ``E_x |F_e(x)|``; for a convolution the edge is an
 (input channel, output channel) pair and its contribution at an output position is the sum over kernel offsets,
