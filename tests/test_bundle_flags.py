@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
+import ignite.distributed
 import pytest
 import torch
 from monai.bundle import ConfigParser
@@ -120,11 +121,11 @@ def test_consumer_discovery():
 # ---------------------------------------------------------------------------------------------------------------
 # handlers per rank
 
-# handler classes that must run on every rank (collective work, shared state) and those only rank 0 needs
-ALL_RANKS = {"LrScheduleHandler", "ValidationHandler", "FinalValidation", "TrainingResumer", "KANGridHandler",
-             "BestModelSaver"}
-RANK0_ONLY = {"TrainingStateSaver", "StatsHandler", "TensorBoardStatsHandler", "ProgressBar",
-              "KANSplineTensorBoardHandler"}
+# handler classes that must run on every rank (collective work, shared state) and those only rank 0 needs; the
+# checkpoint savers run everywhere (every rank keeps the best score) and write on rank 0 only (AtomicDiskSaver)
+ALL_RANKS = {"LrScheduleHandler", "ValidationHandler", "FinalValidation", "CheckedCheckpointLoader", "KANGridHandler",
+             "AtomicCheckpointSaver"}
+RANK0_ONLY = {"StatsHandler", "TensorBoardStatsHandler", "ProgressBar", "KANSplineTensorBoardHandler"}
 
 
 def _handler_names(parser: ConfigParser, list_id: str) -> List[str]:
@@ -153,6 +154,7 @@ def _rank_parser(bundle: str, names: Tuple[str, ...], tmp_path: Path) -> ConfigP
 def test_rank_zero_only_handlers(bundle, names, rank, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.distributed, "get_rank", lambda *a, **k: rank)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(ignite.distributed, "get_rank", lambda: rank)  # the rank ignite's savers write on
     parser = _rank_parser(bundle, names, tmp_path)
     for list_id in ("train#handlers", "validate#handlers"):
         configured = _configured_names(parser, list_id)
@@ -162,6 +164,7 @@ def test_rank_zero_only_handlers(bundle, names, rank, tmp_path, monkeypatch):
         assert _handler_names(parser, list_id) == expected
     if "kan_tools" in names:
         assert "KANGridHandler" in _handler_names(parser, "train#handlers")  # the grid update runs on every rank
+    assert (tmp_path / "models").is_dir() == (rank == 0)  # the savers of other ranks create nothing
 
 
 def test_multi_gpu_handlers_need_a_process_group(tmp_path):

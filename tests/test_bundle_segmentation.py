@@ -95,6 +95,8 @@ def test_train_outputs(trained):
     last = torch.load(root / "models" / "checkpoint_last.pt", map_location="cpu", weights_only=True)
     assert {"network", "optimizer", "lr_scheduler", "trainer", "best_model"} <= set(last)
     assert last["trainer"]["iteration"] == last["trainer"]["epoch_length"]  # one full epoch
+    (score, _), = last["best_model"]["_saved"]  # the best score, for a resumed run to compare against
+    assert 0.0 <= score <= 1.0
     assert any((root / "runs").iterdir())  # TensorBoard events
     assert not [p for p in (root / "models").iterdir() if ".tmp-" in p.name]  # no temp files left
 

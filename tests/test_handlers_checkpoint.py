@@ -1,33 +1,41 @@
-"""Atomic checkpoints, best-model saving, resume after an interruption, and the trained-model guard."""
+"""Checkpoints that lose nothing (atomic replace, deferred removal, rank 0 only), the best model across a resume, NaN
+metrics, resume through MONAI's CheckpointLoader, the one state-dict reader, the trained-model guard, and the small
+bundle helpers (flags, bundle folder, progress bar)."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import sys
 
+import ignite.distributed as idist
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
+from ignite.handlers import DiskSaver
+from ignite.handlers import ProgressBar as IgniteProgressBar
+from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from monai_kan.handlers import (
-    BestModelSaver,
-    as_bool,
+    AtomicCheckpointSaver,
+    AtomicDiskSaver,
+    CheckedCheckpointLoader,
     ProgressBar,
-    TrainedModelLoader,
-    TrainingResumer,
-    TrainingStateSaver,
+    as_bool,
     atomic_save,
     check_fresh_run,
     check_output_dir,
     choose,
     find_bundle_root,
+    load_network_state,
     load_trained_model,
     per_class_metrics,
+    read_state_dict,
 )
-from monai_kan.handlers.checkpoint import load_network_state
 
 
 class _Unpicklable:
@@ -35,6 +43,17 @@ class _Unpicklable:
         raise RuntimeError("disk full (simulated)")
 
 
+def _files(folder) -> list:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _failing_save(obj, f, **kwargs):
+    """torch.save that writes half a file and then fails (a full disk, a killed process)."""
+    f.write(b"PK\x03\x04 half a checkpoint")
+    raise OSError("disk full (simulated)")
+
+
+# ---------------------------------------------------------------------------------------------------- writing
 def test_atomic_save_replaces_or_keeps(tmp_path):
     path = tmp_path / "sub" / "model.pt"
     atomic_save({"a": torch.ones(2)}, str(path))
@@ -43,60 +62,149 @@ def test_atomic_save_replaces_or_keeps(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         atomic_save({"a": _Unpicklable()}, str(path))
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))  # old file intact
-    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]  # no temp file left
+    assert _files(path.parent) == ["model.pt"]  # no temp file left
 
 
-def _metric_engine(values):
-    """An engine whose epoch e reports key metric values[e - 1]."""
+def test_disk_saver_is_an_ignite_disk_saver_with_mode_0644(tmp_path):
+    saver = AtomicDiskSaver(tmp_path / "models")
+    assert isinstance(saver, DiskSaver) and (tmp_path / "models").is_dir()
+    saver({"w": torch.ones(1)}, "a.pt")
+    assert oct(os.stat(tmp_path / "models" / "a.pt").st_mode & 0o777) == oct(0o644)  # not tempfile's 0600
+    fixed = AtomicDiskSaver(tmp_path / "models", filename="last.pt")
+    fixed({"w": torch.zeros(1)}, "checkpoint_epoch=3.pt")  # the fixed name wins, as in MONAI's _DiskSaver
+    assert _files(tmp_path / "models") == ["a.pt", "last.pt"]
+
+
+def test_disk_saver_defers_removal_until_the_next_save(tmp_path, monkeypatch):
+    saver = AtomicDiskSaver(tmp_path)
+    saver({"w": torch.ones(1)}, "a.pt")
+    saver.remove("a.pt")  # ignite's Checkpoint removes the old file *before* it saves the new one
+    assert _files(tmp_path) == ["a.pt"]
+    monkeypatch.setattr(torch, "save", _failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        saver({"w": torch.zeros(1)}, "b.pt")
+    assert _files(tmp_path) == ["a.pt"]  # the failed save removed nothing and left no temp file
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["w"], torch.ones(1))
+    monkeypatch.undo()
+    saver({"w": torch.zeros(1)}, "b.pt")
+    assert _files(tmp_path) == ["b.pt"]  # removed once its successor is on disk
+    fixed = AtomicDiskSaver(tmp_path, filename="b.pt")
+    fixed.remove("anything.pt")  # maps to the fixed name: the file about to be rewritten
+    fixed({"w": torch.full((1,), 2.0)}, "other.pt")
+    assert _files(tmp_path) == ["b.pt"]  # never removes the file it has just written
+    assert torch.equal(torch.load(tmp_path / "b.pt", weights_only=True)["w"], torch.full((1,), 2.0))
+
+
+def test_rank_above_zero_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    net = nn.Linear(2, 2)
+    best = AtomicCheckpointSaver(str(tmp_path / "models"), {"network": net}, save_key_metric=True,
+                                 key_metric_filename="model.pt")
+    last = AtomicCheckpointSaver(str(tmp_path / "models"), {"network": net, "best_model": best}, engine_key="trainer",
+                                 save_interval=1, interval_filename="checkpoint_last.pt", save_final=True,
+                                 final_filename="checkpoint_last.pt")
+    engine = _metric_engine([0.5, 0.7])
+    best.attach(engine)
+    last.attach(engine)
+    engine.run([0], max_epochs=2)
+    assert not (tmp_path / "models").exists()  # not even the folder
+    assert best.state_dict()["_saved"][0][0] == pytest.approx(0.7)  # the ranking is kept on every rank
+
+
+# ------------------------------------------------------------------------------------------------- best model
+def _metric_engine(values, net=None, mark=0):
+    """An engine whose epoch e reports key metric values[e - 1] (and sets the weights of ``net`` to mark + e)."""
     engine = Engine(lambda e, b: None)
     engine.state.key_metric_name = "dice"
 
     @engine.on(Events.EPOCH_COMPLETED)
     def _set(e):
         e.state.metrics["dice"] = values[e.state.epoch - 1]
+        if net is not None:
+            with torch.no_grad():
+                net.weight.fill_(float(mark + e.state.epoch))
 
     return engine
 
 
-def test_best_model_saver(tmp_path):
+def _saved_epoch(path) -> float:
+    return float(torch.load(path, map_location="cpu", weights_only=True)["weight"].flatten()[0])
+
+
+def test_best_model_is_a_plain_state_dict_and_nan_never_improves(tmp_path, caplog):
     net = nn.Linear(2, 2)
-    saver = BestModelSaver(str(tmp_path), nn.DataParallel(net))  # wrapper is unwrapped in the file
-    engine = _metric_engine([0.5, float("nan"), 0.4, 0.7])
-    # attach after the metric setter so the saver sees this epoch's value
-    saver.attach(engine)
-    written = []
+    saver = AtomicCheckpointSaver(str(tmp_path), {"network": nn.DataParallel(net)}, save_key_metric=True,
+                                  key_metric_filename="model.pt")
+    assert isinstance(saver, CheckpointSaver)
+    engine = _metric_engine([float("nan"), 0.3, float("nan"), 0.2, 0.4, float("nan")], net)
+    saver.attach(engine)  # after the metric setter: the saver sees this epoch's value
+    written = {}
 
     @engine.on(Events.EPOCH_COMPLETED)
     def _record(e):
-        written.append(os.path.getmtime(tmp_path / "model.pt") if (tmp_path / "model.pt").exists() else None)
-        with torch.no_grad():
-            net.weight.add_(1.0)  # change the weights every epoch
+        path = tmp_path / "model.pt"
+        written[e.state.epoch] = _saved_epoch(path) if path.exists() else None
 
-    engine.run([0], max_epochs=4)
-    assert saver.best_score == pytest.approx(0.7) and saver.best_epoch == 4
+    with caplog.at_level(logging.WARNING):
+        engine.run([0], max_epochs=6)
+    # epoch 1 (NaN) saves nothing; 2 is the first model; NaN and worse scores keep it; 5 improves; NaN keeps 5
+    assert written == {1: None, 2: 2.0, 3: 2.0, 4: 2.0, 5: 5.0, 6: 5.0}
+    assert sum("NaN" in r.getMessage() for r in caplog.records) == 3
     state = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
-    assert set(state) == {"weight", "bias"}  # plain state_dict, no "module." prefix
-    # restored best state: a worse score after resume does not overwrite
-    other = BestModelSaver(str(tmp_path), net)
-    other.load_state_dict(saver.state_dict())
-    assert other.best_score == pytest.approx(0.7)
+    assert set(state) == {"weight", "bias"}  # plain state_dict of the unwrapped network, no "module." prefix
+    assert _files(tmp_path) == ["model.pt"]
+    assert saver.state_dict() == {"_saved": [(pytest.approx(0.4), "network_key_metric=0.4000.pt")]}
 
 
-def test_best_model_saver_rejects_missing_metric(tmp_path):
-    engine = Engine(lambda e, b: None)
-    BestModelSaver(str(tmp_path), nn.Linear(1, 1), key_metric_name="dice").attach(engine)
-    with pytest.raises(ValueError, match="expected key metric 'dice'"):
-        engine.run([0], max_epochs=1)
+def test_best_model_is_not_replaced_by_a_worse_one_after_resume(tmp_path):
+    net = nn.Linear(2, 2)
+
+    def run(values, mark, state=None):
+        saver = AtomicCheckpointSaver(str(tmp_path), {"network": net}, save_key_metric=True,
+                                      key_metric_filename="model.pt")
+        if state is not None:
+            saver.load_state_dict(state)
+        engine = _metric_engine(values, net, mark)
+        saver.attach(engine)
+        engine.run([0], max_epochs=len(values))
+        return saver.state_dict()
+
+    state = run([0.5, 0.7], mark=0)
+    assert _saved_epoch(tmp_path / "model.pt") == 2.0
+    run([0.6, 0.65], mark=10, state=state)  # resumed: worse than the 0.7 of the first run, model.pt stays
+    assert _saved_epoch(tmp_path / "model.pt") == 2.0
+    resumed = run([0.6, 0.8], mark=20, state=state)  # resumed: better, replaced
+    assert _saved_epoch(tmp_path / "model.pt") == 22.0
+    assert resumed["_saved"][0][0] == pytest.approx(0.8)
+    run([0.6], mark=30)  # without the saved ranking (MONAI's default) the worse model would replace it
+    assert _saved_epoch(tmp_path / "model.pt") == 31.0
+    assert _files(tmp_path) == ["model.pt"]
+    empty = AtomicCheckpointSaver(str(tmp_path), {"network": net}, save_interval=1)
+    assert empty.state_dict() == {}
+    empty.load_state_dict({})  # a saver without key metric restores nothing, without MONAI's warning
 
 
-def _train_setup(tmp_path, stop_at_epoch=None, resume=False, max_epochs=5):
-    """A tiny regression trainer with state saver and resumer; optionally 'crashes' when an epoch starts."""
+def test_saver_rejects_bad_args(tmp_path):
+    with pytest.raises(ValueError, match="must not use the name 'trainer'"):
+        AtomicCheckpointSaver(str(tmp_path), {"trainer": nn.Linear(1, 1)}, engine_key="trainer")
+    with pytest.raises(ValueError, match="`n_saved` must be 1"):
+        AtomicCheckpointSaver(str(tmp_path), {"n": nn.Linear(1, 1)}, save_interval=1,
+                              interval_filename="last.pt", n_saved=3)
+    with pytest.raises(ValueError, match="must not use the name 'trainer'"):
+        CheckedCheckpointLoader(str(tmp_path / "x.pt"), {"trainer": nn.Linear(1, 1)}, engine_key="trainer")
+
+
+# ------------------------------------------------------------------------------------------ training and resume
+def _train_setup(tmp_path, stop_at=None, resume=False, max_epochs=5):
+    """A tiny regression trainer with the bundles' state saver and loader; optionally 'crashes' at an iteration."""
     torch.manual_seed(0)
     net = nn.Linear(3, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     data = [(torch.randn(4, 3), torch.randn(4, 1)) for _ in range(3)]
 
     def step(engine, batch):
+        if stop_at is not None and engine.state.iteration == stop_at:
+            raise KeyboardInterrupt("simulated interruption")
         opt.zero_grad()
         loss = ((net(batch[0]) - batch[1]) ** 2).mean()
         loss.backward()
@@ -106,25 +214,24 @@ def _train_setup(tmp_path, stop_at_epoch=None, resume=False, max_epochs=5):
     trainer = Engine(step)
     seen = []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: seen.append(e.state.epoch))
-    if stop_at_epoch is not None:
-        @trainer.on(Events.EPOCH_STARTED)
-        def _crash(e):
-            if e.state.epoch == stop_at_epoch:
-                raise KeyboardInterrupt("simulated interruption")
-
-    TrainingStateSaver(str(tmp_path), {"network": net, "optimizer": opt}).attach(trainer)
-    TrainingResumer(str(tmp_path / "checkpoint_last.pt"), {"network": net, "optimizer": opt},
-                    enabled=resume).attach(trainer)
+    state = {"network": net, "optimizer": opt}
+    AtomicCheckpointSaver(str(tmp_path), state, engine_key="trainer", save_interval=1,
+                          interval_filename="checkpoint_last.pt", save_final=True,
+                          final_filename="checkpoint_last.pt").attach(trainer)
+    CheckedCheckpointLoader(str(tmp_path / "checkpoint_last.pt"), state, engine_key="trainer",
+                            enabled=resume).attach(trainer)
     return trainer, data, net, seen, max_epochs
 
 
 def test_resume_after_interruption_keeps_completed_epochs(tmp_path):
-    trainer, data, _, seen, max_epochs = _train_setup(tmp_path, stop_at_epoch=3)
+    trainer, data, _, seen, max_epochs = _train_setup(tmp_path, stop_at=8)  # iteration 8: inside epoch 3
     with pytest.raises(KeyboardInterrupt):
         trainer.run(data, max_epochs=max_epochs)
     assert seen == [1, 2, 3]
     saved = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
-    assert saved["trainer"]["iteration"] == 2 * len(data)  # epochs 1 and 2 complete
+    assert set(saved) == {"network", "optimizer", "trainer"}
+    assert saved["trainer"]["iteration"] == 2 * len(data)  # epochs 1 and 2; the failed epoch did not replace it
+    assert _files(tmp_path) == ["checkpoint_last.pt"]
 
     trainer, data, net, seen, max_epochs = _train_setup(tmp_path, resume=True)
     trainer.run(data, max_epochs=max_epochs)
@@ -139,27 +246,104 @@ def test_resume_after_interruption_keeps_completed_epochs(tmp_path):
     torch.testing.assert_close(net.weight, ref_net.weight)
 
 
-def test_resume_can_extend_epochs(tmp_path):
+def test_resume_with_more_epochs_continues(tmp_path, caplog):
     trainer, data, _, _, _ = _train_setup(tmp_path)
     trainer.run(data, max_epochs=2)
     trainer, data, _, seen, _ = _train_setup(tmp_path, resume=True)
-    trainer.run(data, max_epochs=4)
-    assert seen == [3, 4]
+    assert isinstance(trainer._event_handlers[Events.STARTED][0][0], CheckpointLoader)
+    trainer.run(data, max_epochs=4)  # MONAI's loader would keep the checkpoint's max_epochs or raise
+    assert seen == [3, 4] and trainer.state.max_epochs == 4
+    assert torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["trainer"]["iteration"] == 4 * len(data)
+    trainer, data, _, seen, _ = _train_setup(tmp_path, resume=True)
+    with caplog.at_level(logging.WARNING):
+        trainer.run(data, max_epochs=3)  # fewer than done: a warning, not MONAI's ValueError
+    assert seen == [] and "nothing left to train" in caplog.text
 
 
-def test_resume_without_checkpoint_fails(tmp_path):
+def test_resume_errors_name_the_file_and_entries(tmp_path):
     trainer, data, _, _, _ = _train_setup(tmp_path, resume=True)
-    with pytest.raises(FileNotFoundError, match="resume was requested but there is no training state"):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*checkpoint_last.pt to restore \['network', "
+                                                r"'optimizer', 'trainer'\] from: train without `--resume true`"):
         trainer.run(data, max_epochs=1)
+    torch.save({"network": nn.Linear(3, 1).state_dict()}, tmp_path / "checkpoint_last.pt")
+    trainer, data, net, _, _ = _train_setup(tmp_path, resume=True)
+    before = _snapshot(net)
+    with pytest.raises(KeyError, match=r"has no \['optimizer', 'trainer'\] \(it holds \['network'\]\)"):
+        trainer.run(data, max_epochs=1)
+    _assert_unchanged(net, before)
+    disabled = _train_setup(tmp_path / "none", resume=False)[0]
+    assert not any(isinstance(h[0], CheckpointLoader) for h in disabled._event_handlers[Events.STARTED])
 
 
-def test_state_saver_rejects_bad_args(tmp_path):
-    with pytest.raises(ValueError, match="non-empty"):
-        TrainingStateSaver(str(tmp_path), {})
-    with pytest.raises(ValueError, match="must not use the name 'trainer'"):
-        TrainingStateSaver(str(tmp_path), {"trainer": nn.Linear(1, 1)})
-    with pytest.raises(ValueError, match="interval"):
-        TrainingStateSaver(str(tmp_path), {"n": nn.Linear(1, 1)}, interval=0)
+def test_loader_reads_a_single_state_dict_like_monai(tmp_path):
+    src = _net()
+    torch.save(nn.DataParallel(src).state_dict(), tmp_path / "model.pt")  # plain file, DP prefixes
+    dst = _net()
+    engine = Engine(lambda e, b: None)
+    CheckedCheckpointLoader(str(tmp_path / "model.pt"), {"network": dst}).attach(engine)
+    engine.run([0], max_epochs=1)
+    torch.testing.assert_close(dst[2].weight, src[2].weight)
+
+
+def test_resume_accepts_a_data_parallel_checkpoint(tmp_path):
+    src = _net()
+    opt = torch.optim.SGD(src.parameters(), lr=0.1)
+    engine = Engine(lambda e, b: None)
+    engine.run([0], max_epochs=1)
+    torch.save({"network": nn.DataParallel(src).state_dict(), "optimizer": opt.state_dict(),
+                "trainer": engine.state_dict()}, tmp_path / "checkpoint_last.pt")
+    dst = _net()
+    trainer = Engine(lambda e, b: None)
+    CheckedCheckpointLoader(str(tmp_path / "checkpoint_last.pt"),
+                            {"network": nn.DataParallel(dst), "optimizer": torch.optim.SGD(dst.parameters(), lr=0.1)},
+                            engine_key="trainer").attach(trainer)
+    trainer.run([0], max_epochs=2)
+    assert trainer.state.epoch == 2
+    torch.testing.assert_close(dst[0].weight, src[0].weight)
+
+
+def test_failed_resume_changes_nothing(tmp_path):
+    src = _net(out=5)
+    torch.save({"network": src.state_dict(), "optimizer": torch.optim.SGD(src.parameters(), lr=0.5).state_dict(),
+                "trainer": {"epoch_length": 1, "max_epochs": 3, "iteration": 3}}, tmp_path / "checkpoint_last.pt")
+    net = _net(out=4)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    before = _snapshot(net)
+    trainer = Engine(lambda e, b: None)
+    CheckedCheckpointLoader(str(tmp_path / "checkpoint_last.pt"), {"network": net, "optimizer": opt},
+                            engine_key="trainer").attach(trainer)
+    epochs = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
+    with pytest.raises(ValueError, match=r"checkpoint_last.pt \('network'\) does not fit .* '2.weight': \[5, 3\] vs "
+                                         r"\[4, 3\]; '2.bias': \[5\] vs \[4\]"):
+        trainer.run([0], max_epochs=4)
+    _assert_unchanged(net, before)
+    assert opt.param_groups[0]["lr"] == 0.1 and epochs == []  # nothing else restored, nothing trained
+
+
+# ------------------------------------------------------------------------------------------- reading, loading
+def test_read_state_dict_layouts_and_errors(tmp_path):
+    net = _net()
+    layouts = [net.state_dict(), {"model": net.state_dict()}, {"network": net.state_dict(), "optimizer": {}},
+               {"state_dict": nn.DataParallel(net).state_dict()}, {"net": net.state_dict(), "epoch": 3}]
+    for i, layout in enumerate(layouts):
+        torch.save(layout, tmp_path / f"{i}.pt")
+        state = read_state_dict(str(tmp_path / f"{i}.pt"))
+        assert [k.replace("module.", "") for k in state] == list(net.state_dict())  # prefixes: load_network_state
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        read_state_dict(str(tmp_path / "missing.pt"))
+    torch.save({"epoch": 3, "optimizer": {"lr": 0.1}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other.pt does not hold a network state dict .*\['epoch', 'optimizer'\]"):
+        read_state_dict(str(tmp_path / "other.pt"))
+    torch.save([torch.ones(1)], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="got list"):
+        read_state_dict(str(tmp_path / "list.pt"))
+    torch.jit.script(nn.Linear(2, 2)).save(str(tmp_path / "model.ts"))
+    with pytest.raises(ValueError, match="TorchScript export"):
+        read_state_dict(str(tmp_path / "model.ts"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt cannot be read as a checkpoint"):
+        read_state_dict(str(tmp_path / "junk.pt"))
 
 
 def test_load_trained_model(tmp_path):
@@ -171,13 +355,10 @@ def test_load_trained_model(tmp_path):
     load_trained_model(net, str(tmp_path / "model.pt"))
     torch.testing.assert_close(net.weight, src.weight)
     torch.save({"network": src.state_dict(), "optimizer": {}}, tmp_path / "last.pt")
-    load_trained_model(nn.Linear(2, 3), str(tmp_path / "last.pt"))
+    other = load_trained_model(nn.Linear(2, 3), str(tmp_path / "last.pt"))
+    torch.testing.assert_close(other.weight, src.weight)
     with pytest.raises(ValueError, match="does not fit the configured network"):
         load_trained_model(nn.Linear(2, 4), str(tmp_path / "model.pt"))
-    engine = Engine(lambda e, b: None)
-    TrainedModelLoader(str(tmp_path / "missing.pt"), net).attach(engine)
-    with pytest.raises(FileNotFoundError):
-        engine.run([0], max_epochs=1)
 
 
 def _net(out: int = 4) -> nn.Module:
@@ -207,6 +388,7 @@ def process_group(tmp_path):
         yield
     finally:
         dist.destroy_process_group()
+        idist.sync()  # ignite caches the distributed context: forget the destroyed group
 
 
 @pytest.mark.parametrize("saved_from", ["plain", "dp", "dp_dp", "ddp"])
@@ -224,30 +406,13 @@ def test_load_trained_model_accepts_wrapped_networks(saved_from, loaded_into, tm
     assert load_trained_model(wrapped, str(tmp_path / "model.pt")) is wrapped
     for a, b in zip(src.state_dict().values(), dst.state_dict().values()):
         torch.testing.assert_close(a, b)
-    # the handler form and a training checkpoint ({"network": state_dict}) take the same way
+    # the handler and a training checkpoint ({"network": state_dict}) take the same way
     torch.save({"network": _wrap(src, saved_from).state_dict()}, tmp_path / "last.pt")
     dst = _net()
     engine = Engine(lambda e, b: None)
-    TrainedModelLoader(str(tmp_path / "last.pt"), _wrap(dst, loaded_into)).attach(engine)
+    CheckedCheckpointLoader(str(tmp_path / "last.pt"), {"network": _wrap(dst, loaded_into)}).attach(engine)
     engine.run([0], max_epochs=1)
     torch.testing.assert_close(dst[2].weight, src[2].weight)
-
-
-def test_resume_accepts_a_data_parallel_checkpoint(tmp_path):
-    src = _net()
-    opt = torch.optim.SGD(src.parameters(), lr=0.1)
-    engine = Engine(lambda e, b: None)
-    engine.run([0], max_epochs=1)
-    torch.save({"network": nn.DataParallel(src).state_dict(), "optimizer": opt.state_dict(),
-                "trainer": engine.state_dict()}, tmp_path / "checkpoint_last.pt")
-    dst = _net()
-    trainer = Engine(lambda e, b: None)
-    TrainingResumer(str(tmp_path / "checkpoint_last.pt"),
-                    {"network": nn.DataParallel(dst), "optimizer": torch.optim.SGD(dst.parameters(), lr=0.1)}
-                    ).attach(trainer)
-    trainer.run([0], max_epochs=2)
-    assert trainer.state.epoch == 2
-    torch.testing.assert_close(dst[0].weight, src[0].weight)
 
 
 def _snapshot(net: nn.Module) -> dict:
@@ -289,19 +454,16 @@ def test_failed_load_changes_nothing(tmp_path):
         load_network_state(net, _net(out=5).state_dict(), strict=False)
 
 
-def test_failed_resume_changes_nothing(tmp_path):
-    src = _net(out=5)
-    torch.save({"network": src.state_dict(), "optimizer": torch.optim.SGD(src.parameters(), lr=0.5).state_dict(),
-                "trainer": {"epoch_length": 1, "max_epochs": 3, "iteration": 3}}, tmp_path / "checkpoint_last.pt")
-    net = _net(out=4)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    before = _snapshot(net)
-    trainer = Engine(lambda e, b: None)
-    TrainingResumer(str(tmp_path / "checkpoint_last.pt"), {"network": net, "optimizer": opt}).attach(trainer)
-    with pytest.raises(ValueError, match=r"checkpoint_last.pt \('network'\) does not fit .* '2.bias': \[5\] vs \[4\]"):
-        trainer.run([0], max_epochs=4)
-    _assert_unchanged(net, before)
-    assert opt.param_groups[0]["lr"] == 0.1  # nothing else restored either
+def test_a_submodule_named_module_is_not_taken_for_a_wrapper(tmp_path):
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module = nn.Linear(2, 2)
+
+    src = Holder()
+    torch.save(src.state_dict(), tmp_path / "model.pt")  # keys "module.weight", "module.bias" of the network itself
+    dst = load_trained_model(Holder(), str(tmp_path / "model.pt"))
+    torch.testing.assert_close(dst.module.weight, src.module.weight)
 
 
 def test_grid_extended_checkpoint_still_loads(tmp_path):
@@ -324,6 +486,7 @@ def test_grid_extended_checkpoint_still_loads(tmp_path):
     _assert_unchanged(bad, before)
 
 
+# ----------------------------------------------------------------------------------------------- bundle helpers
 def test_check_fresh_run_and_output_dir(tmp_path):
     check_fresh_run(str(tmp_path))
     (tmp_path / "model.pt").write_bytes(b"x")
@@ -367,11 +530,17 @@ def test_find_bundle_root(tmp_path, monkeypatch):
         find_bundle_root("other")
 
 
-def test_progress_bar_can_be_disabled():
-    engine = Engine(lambda e, b: [{"loss": torch.tensor(1.0)}])
-    ProgressBar(enabled=False).attach(engine)
-    ProgressBar(enabled=True).attach(engine)
+def test_progress_bar_is_ignites_and_shows_the_loss():
+    buf = io.StringIO()
+    bar = ProgressBar(desc="train", file=buf)
+    assert isinstance(bar, IgniteProgressBar)
+    engine = Engine(lambda e, b: [{"loss": torch.tensor(1.5)}])
+    bar.attach(engine)
     engine.run([0, 1], max_epochs=1)
+    assert "train" in buf.getvalue() and "loss=1.5" in buf.getvalue()
+    off = Engine(lambda e, b: None)
+    ProgressBar(enabled="false").attach(off)
+    assert not off.has_event_handler(bar._close) and not off._event_handlers[Events.ITERATION_COMPLETED]
 
 
 def test_final_validation_covers_the_last_epochs():
@@ -400,6 +569,7 @@ def test_as_bool_reads_command_line_flags():
         as_bool("maybe", "resume")
     check_fresh_run("/nonexistent", resume="false", overwrite="false")
     assert ProgressBar(enabled="false").enabled is False
+    assert CheckedCheckpointLoader("x.pt", {"n": nn.Linear(1, 1)}, enabled="False").enabled is False
     assert as_bool("  FALSE ") is False and as_bool("y") is True and as_bool(np.bool_(True)) is True
     for bad in ("maybe", "", None, 2, "on"):
         with pytest.raises(ValueError, match=f"`amp` must be true or false, got {re.escape(repr(bad))}"):

@@ -99,8 +99,45 @@ def test_tensorboard_spline_images(tmp_path):
     assert {"kan_splines/head.1", "kan_splines/encoders.0.conv", "kan_splines/importance"} <= set(tags)
     img = acc.Images("kan_splines/head.1")[0]
     assert img.step == 1 and img.width > 300 and img.height > 200
+    assert tb._writer is None  # the internal writer was closed when training completed
     with pytest.raises(ValueError, match="match none"):
         KANSplineTensorBoardHandler(net, layers=["nope"])
+
+
+def test_tensorboard_spline_writer_handling(tmp_path):
+    from monai.handlers import TensorBoardHandler
+
+    net = _net()
+    quiet = KANSplineTensorBoardHandler(net, log_dir=str(tmp_path / "never"), interval=5)
+    assert isinstance(quiet, TensorBoardHandler)
+    trainer, _ = _trainer(net, [quiet], epochs=1, n=2)
+    trainer.run()  # no epoch 5: nothing logged, so no writer and no folder
+    assert not (tmp_path / "never").exists()
+
+    class _Writer:
+        closed, images = False, 0
+
+        def add_image(self, *a, **k):
+            self.images += 1
+
+        def flush(self):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    given = _Writer()
+    tb = KANSplineTensorBoardHandler(net, summary_writer=given, interval=1)
+    trainer, _ = _trainer(net, [tb], epochs=2, n=2)
+    trainer.run()
+    assert given.images == 2 * 3 and not given.closed  # a writer passed in belongs to the caller
+
+    tb = KANSplineTensorBoardHandler(net, log_dir=str(tmp_path / "own"), interval=1)
+    trainer, _ = _trainer(net, [tb], epochs=1, n=2)
+    trainer.run()
+    assert tb.internal_writer and tb._writer is None and list((tmp_path / "own").glob("events.out.tfevents.*"))
+    trainer.run()  # a second run opens a new writer and closes it again
+    assert tb._writer is None and len(list((tmp_path / "own").glob("events.out.tfevents.*"))) == 2
 
 
 @pytest.mark.parametrize("bundle", ["kmunet_2d_segmentation", "kmunet_3d_segmentation"])

@@ -84,7 +84,8 @@ def test_checkpoint_needs_architecture(trained, tmp_path, capsys):
     assert rc == 0 and os.path.isfile(tmp_path / "p" / "head.1_edges.png")
     bad = dict(NET_DEF, channels=[4, 16])
     assert main([ckpt, "--out", str(tmp_path), "--network-def", json.dumps(bad)]) == 2
-    assert "does not match" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not fit the configured network" in err and "vs" in err  # keys and both shapes named
     ts = tmp_path / "model.ts"
     torch.jit.script(net).save(str(ts))
     assert main([str(ts), "--out", str(tmp_path), "--network-def", json.dumps(NET_DEF)]) == 2

@@ -1,32 +1,41 @@
-"""Generic handlers and helpers for MONAI bundles (checkpoints, resume, per-class metrics, paths)."""
+"""ignite/MONAI handlers and helpers for MONAI bundles.
 
-from .bundle_utils import as_bool, check_output_dir, choose, find_bundle_root
-from .checkpoint import (
-    BestModelSaver,
-    TrainedModelLoader,
-    TrainingResumer,
-    TrainingStateSaver,
-    atomic_save,
-    check_fresh_run,
-    load_network_state,
-    load_trained_model,
-    unwrap_model,
-)
+* ``checkpoint``: MONAI's ``CheckpointSaver``/``CheckpointLoader`` extended so that nothing is lost
+  (:class:`AtomicCheckpointSaver` over ignite's ``DiskSaver`` subclass :class:`AtomicDiskSaver`, and
+  :class:`CheckedCheckpointLoader` for resuming);
+* ``state_dict``: plain functions for checkpoint files (atomic write, the one state-dict reader, all-or-nothing
+  loading into plain or DP/DDP networks, :func:`load_trained_model` for inference);
+* ``bundle_utils``: the bundle's folder, boolean flags (``as_bool`` over MONAI's ``str2bool``), guards
+  against replacing an earlier run's outputs, named choices;
+* ``progress`` (ignite's ``ProgressBar``, switchable), ``kan_tensorboard`` (spline images, a MONAI
+  ``TensorBoardHandler``), ``kan_grid`` (grid update/extension during training), ``metrics`` (per-class metrics),
+  ``validation`` (validate the last epochs).
+"""
+
+from .bundle_utils import as_bool, check_fresh_run, check_output_dir, choose, find_bundle_root
+from .checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, CheckedCheckpointLoader
 from .kan_grid import KANGridHandler
 from .kan_tensorboard import KANSplineTensorBoardHandler
 from .metrics import class_output_transform, per_class_metrics
 from .progress import ProgressBar
+from .state_dict import (
+    atomic_save,
+    load_checkpoint,
+    load_network_state,
+    load_trained_model,
+    read_state_dict,
+    unwrap_model,
+)
 from .validation import FinalValidation
 
 __all__ = [
+    "AtomicCheckpointSaver",
+    "AtomicDiskSaver",
+    "CheckedCheckpointLoader",
+    "FinalValidation",
     "KANGridHandler",
     "KANSplineTensorBoardHandler",
-    "BestModelSaver",
-    "FinalValidation",
     "ProgressBar",
-    "TrainedModelLoader",
-    "TrainingResumer",
-    "TrainingStateSaver",
     "as_bool",
     "atomic_save",
     "check_fresh_run",
@@ -34,8 +43,10 @@ __all__ = [
     "choose",
     "class_output_transform",
     "find_bundle_root",
+    "load_checkpoint",
     "load_network_state",
     "load_trained_model",
     "per_class_metrics",
+    "read_state_dict",
     "unwrap_model",
 ]

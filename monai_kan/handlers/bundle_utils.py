@@ -16,7 +16,7 @@ from typing import Any, List, Mapping, Optional, Sequence
 import numpy as np
 from monai.utils import str2bool
 
-__all__ = ["as_bool", "check_output_dir", "choose", "find_bundle_root"]
+__all__ = ["as_bool", "check_fresh_run", "check_output_dir", "choose", "find_bundle_root"]
 
 
 _TRUE = ("true", "t", "yes", "y", "1")  # monai.utils.str2bool's spellings, matched case-insensitively
@@ -125,6 +125,38 @@ def find_bundle_root(name: Optional[str] = None) -> str:
         f"cannot find the folder of bundle {name!r}: run with `--config_file <bundle>/configs/<file>.json`, or from "
         f"the bundle folder, or pass `--bundle_root <bundle folder>`."
     )
+
+
+def check_fresh_run(
+    ckpt_dir: str,
+    resume: bool = False,
+    overwrite: bool = False,
+    filenames: Sequence[str] = ("model.pt", "checkpoint_last.pt"),
+) -> None:
+    """Refuse to start a new training run over the checkpoints of an earlier one, unless told what to do.
+
+    Args:
+        ckpt_dir: checkpoint folder.
+        resume: the run resumes the earlier one (then the files are expected); read by :func:`as_bool`.
+        overwrite: the run starts over and may replace the files; read by :func:`as_bool`.
+        filenames: files that mark an earlier run.
+
+    Raises:
+        FileExistsError: earlier checkpoints and neither ``resume`` nor ``overwrite``.
+        ValueError: both ``resume`` and ``overwrite``, or a value that is not a boolean.
+    """
+    resume, overwrite = as_bool(resume, "resume"), as_bool(overwrite, "overwrite")
+    if resume and overwrite:
+        raise ValueError("`resume` and `overwrite` exclude each other: resume continues the earlier run, overwrite "
+                         "starts a new one over it.")
+    if resume or overwrite:
+        return
+    found = [os.path.join(ckpt_dir, f) for f in filenames if os.path.exists(os.path.join(ckpt_dir, f))]
+    if found:
+        raise FileExistsError(
+            f"{ckpt_dir} already holds checkpoints of an earlier run ({', '.join(found)}): pass `--resume true` to "
+            f"continue it, `--overwrite true` to start over (replacing them), or another `--ckpt_dir`."
+        )
 
 
 def check_output_dir(output_dir: str, overwrite: bool = False) -> str:

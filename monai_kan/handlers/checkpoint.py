@@ -1,503 +1,390 @@
-"""Checkpoints for MONAI bundles that lose nothing: atomic writes, best-model saving, resumable training state, and a
-loader that refuses to run inference without trained weights.
+"""MONAI's checkpoint handlers, extended so that a run never loses its model.
 
-MONAI's ``CheckpointSaver`` writes in place (``atomic=False``) and, with a fixed ``key_metric_filename``, deletes
-the previous best model *before* writing the new one: an interruption at the wrong moment leaves no model at all.
-The handlers here write every file to a temporary file in the same folder and ``os.replace`` it into place, so a
-reader sees the old file or the new one, never half of one.
+MONAI's ``CheckpointSaver`` writes in place (``atomic=False`` in its ``_DiskSaver``, because ignite's atomic mode
+leaves the file at mode 0600), and ignite's ``Checkpoint`` removes the previous file *before* it writes the new
+one: with a fixed filename an interruption at that moment leaves no model at all. Here:
 
-Typical bundle wiring (see ``bundles/kmunet_3d_segmentation/configs/train.json``)::
+* :class:`AtomicDiskSaver` (an ignite ``DiskSaver``) writes through a temporary file, ``fsync`` and ``os.replace``
+  at mode 0644, supports a fixed filename, and carries out removals only after the next save succeeded;
+* :class:`AtomicCheckpointSaver` (a ``monai.handlers.CheckpointSaver``) uses it for every file it writes, adds a
+  fixed-name rolling checkpoint (``interval_filename``), the attached engine in the training state
+  (``engine_key``), a ``state_dict()`` holding the best key-metric score, and never counts a NaN metric as better;
+* :class:`CheckedCheckpointLoader` (a ``monai.handlers.CheckpointLoader``) resumes with ``enabled``, clear errors,
+  all-or-nothing network loading, DDP prefixes and a larger ``max_epochs`` than the checkpoint's.
 
-    validate#handlers: BestModelSaver(save_dir=@ckpt_dir, network=@network)          -> models/model.pt
-    train#handlers:    ValidationHandler(...),                                        (runs first)
-                       TrainingStateSaver(save_dir=@ckpt_dir, save_dict={...})       -> models/checkpoint_last.pt
-                       TrainingResumer(load_path=..., load_dict={...}, enabled=@resume)
-    inference:         load_trained_model(@network, @ckpt_path)                      (clear error if missing)
+Bundle wiring (``bundles/kmunet_3d_segmentation/configs/train.json``)::
 
-``models/model.pt`` is a plain ``state_dict`` of the (unwrapped) network, loadable on CPU with
-``torch.load(path, map_location="cpu")``; ``checkpoint_last.pt`` maps names (``network``, ``optimizer``,
-``lr_scheduler``, ``trainer``, ``best_model``) to their ``state_dict`` s.
+    training_state:            {network, optimizer, lr_scheduler, best_model: @validate#checkpoint_saver}
+    validate#checkpoint_saver: AtomicCheckpointSaver(save_dict={"network": @network}, save_key_metric=True,
+                                   key_metric_filename="model.pt")                         -> models/model.pt
+    train#handlers:            ValidationHandler(...), FinalValidation(...)                (run first)
+                               AtomicCheckpointSaver(save_dict=@training_state, engine_key="trainer",
+                                   save_interval=1, interval_filename="checkpoint_last.pt",
+                                   save_final=True, final_filename="checkpoint_last.pt")   -> models/checkpoint_last.pt
+                               CheckedCheckpointLoader(load_path=<ckpt_dir>/checkpoint_last.pt,
+                                   load_dict=@training_state, engine_key="trainer", enabled=@resume)
+    inference initialize:      monai_kan.handlers.load_trained_model(@network, @ckpt_path)
+
+``models/model.pt`` is a plain ``state_dict`` of the unwrapped network (ignite saves a single object's state dict
+directly and unwraps DP/DDP); ``checkpoint_last.pt`` maps ``network``, ``optimizer``, ``lr_scheduler``,
+``best_model`` and ``trainer`` to their state dicts.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
+import math
 import os
-import tempfile
-from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
 
-import torch
 import torch.nn as nn
-from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
-from monai.utils import IgniteInfo, is_scalar, min_version, optional_import
+from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_kan.handlers.bundle_utils import as_bool
-from monai_kan.utils import check_positive_int
+from monai_kan.handlers.state_dict import atomic_save, load_checkpoint, load_network_state
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+DiskSaver, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "DiskSaver",
+                               as_type="base")
+idist, _ = optional_import("ignite.distributed", IgniteInfo.OPT_IMPORT_VERSION, min_version)
 
-__all__ = [
-    "BestModelSaver",
-    "TrainedModelLoader",
-    "TrainingResumer",
-    "TrainingStateSaver",
-    "atomic_save",
-    "check_fresh_run",
-    "load_network_state",
-    "load_trained_model",
-    "unwrap_model",
-]
+__all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "CheckedCheckpointLoader"]
 
 logger = logging.getLogger(__name__)
 
 
-def _rank() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
+class AtomicDiskSaver(DiskSaver):
+    """ignite ``DiskSaver`` that replaces files atomically and removes old ones only after a successful save.
 
-
-def unwrap_model(network: nn.Module) -> nn.Module:
-    """The module inside ``DistributedDataParallel``/``DataParallel`` wrappers (else ``network`` itself)."""
-    while isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        network = network.module
-    return network
-
-
-_WRAPPER_PREFIX = "module."  # key prefix of a state dict saved from nn.DataParallel / DistributedDataParallel
-
-
-def _strip_wrapper_prefix(state: Mapping[str, Any], expected: Sequence[str]) -> Mapping[str, Any]:
-    """``state`` without the ``module.`` prefixes of (nested) DataParallel/DDP wrappers: as many levels as make the
-    most keys match ``expected`` (none if stripping matches no more of them). Stripped with PyTorch's
-    ``consume_prefix_in_state_dict_if_present``, on a copy: the caller's mapping is left alone."""
-    wanted, n = set(expected), len(_WRAPPER_PREFIX)
-    keys, depth, best, best_depth = list(state), 0, len(wanted.intersection(state)), 0
-    while keys and all(isinstance(k, str) and k.startswith(_WRAPPER_PREFIX) for k in keys):
-        keys, depth = [k[n:] for k in keys], depth + 1
-        if len(wanted.intersection(keys)) > best:
-            best, best_depth = len(wanted.intersection(keys)), depth
-    if best_depth == 0:
-        return state
-    stripped = OrderedDict(state)
-    metadata = getattr(state, "_metadata", None)
-    if metadata is not None:  # per-module versions used by some modules' loading code
-        stripped._metadata = copy.copy(metadata)  # type: ignore[attr-defined]
-    for _ in range(best_depth):
-        consume_prefix_in_state_dict_if_present(stripped, _WRAPPER_PREFIX)
-    return stripped
-
-
-def _shape(value: Any) -> Optional[Tuple[int, ...]]:
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
-
-
-def _shape_mismatches(own: Mapping[str, Any], state: Mapping[str, Any]) -> Dict[str, Tuple[Any, Any]]:
-    """``{key: (checkpoint shape, network shape)}`` for the tensors present in both with different shapes."""
-    return {
-        k: (_shape(state[k]), _shape(v))
-        for k, v in own.items()
-        if k in state and _shape(v) is not None and _shape(state[k]) is not None and _shape(state[k]) != _shape(v)
-    }
-
-
-def _listed(keys: Sequence[str], limit: int = 10) -> str:
-    shown = ", ".join(repr(k) for k in list(keys)[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
-def load_network_state(
-    network: nn.Module, state: Mapping[str, Any], strict: bool = True, source: str = "the checkpoint"
-) -> nn.Module:
-    """``load_state_dict`` that accepts DataParallel/DDP checkpoints and changes nothing when the state does not fit.
-
-    ``network`` may be wrapped in ``nn.DataParallel``/``DistributedDataParallel`` (the wrapped module is filled, as
-    MONAI's ``monai.networks.utils.get_state_dict`` reads it) and ``state`` may come from a wrapped network (keys
-    prefixed ``module.``, removed as by PyTorch's ``consume_prefix_in_state_dict_if_present``), in any combination.
-
-    PyTorch's ``load_state_dict`` copies every tensor that fits before it raises for the ones that do not; here keys
-    and shapes are checked first, so a failed load leaves the network unchanged. A shape that differs is tried on a
-    copy of the network first, since a module's own loading code may adopt it (a KAN layer takes the grid size of a
-    checkpoint saved after grid extension).
+    * Every file is written to a temporary file in the same folder, ``fsync``-ed, given mode 0644 and moved into
+      place with ``os.replace`` (:func:`monai_kan.handlers.state_dict.atomic_save`): a reader sees the old file or
+      the new one, never a part of one.
+    * ``remove(filename)`` (ignite's ``Checkpoint`` calls it *before* saving the replacement) is deferred until the
+      next save has succeeded, and never removes the file that save just wrote. So the previous checkpoint stays
+      on disk if the new one cannot be written.
+    * ``filename`` fixes the file name whatever name ``Checkpoint`` asks for (as MONAI's ``_DiskSaver``).
+    * Only the process of rank ``save_on_rank`` (``ignite.distributed.get_rank()``) writes or removes anything.
 
     Args:
-        network: network to fill (wrappers are unwrapped).
-        state: its ``state_dict``, possibly with ``module.`` prefixes.
-        strict: require exactly the network's keys (as in ``load_state_dict``); shapes must always fit.
-        source: what ``state`` is, for the error message (e.g. the checkpoint path).
-
-    Returns:
-        ``network``.
+        dirname: folder of the files.
+        filename: fixed file name; ``None`` uses the names ``Checkpoint`` gives.
+        create_dir: create ``dirname`` if missing. Defaults to True.
+        require_empty: refuse a folder that already holds ``.pt`` files. Defaults to False.
+        save_on_rank: the rank that writes. Defaults to 0.
+        kwargs: passed to ``torch.save``.
 
     Raises:
-        ValueError: missing or unexpected keys (``strict``), or tensors whose shapes differ; the message names the
-            keys, with the checkpoint's and the network's shapes. The network is then unchanged.
+        ValueError: ``dirname`` does not exist and ``create_dir`` is False, or holds ``.pt`` files and
+            ``require_empty`` is True (from ignite's ``DiskSaver``).
     """
-    module = unwrap_model(network)
-    own = module.state_dict()
-    state = _strip_wrapper_prefix(state, list(own))
-    problems: List[str] = []
-    if strict:
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        if missing:
-            problems.append(f"missing in the checkpoint: {_listed(missing)}")
-        if unexpected:
-            problems.append(f"not in the network: {_listed(unexpected)}")
-    mismatched = _shape_mismatches(own, state)
-    trial_error = None
-    if mismatched and not problems:
-        try:
-            trial = copy.deepcopy(module)
-        except Exception:  # cannot try on a copy: every differing shape is an error
-            trial = None
-        if trial is not None:
+
+    def __init__(
+        self,
+        dirname: str | Path,
+        filename: Optional[str] = None,
+        create_dir: bool = True,
+        require_empty: bool = False,
+        save_on_rank: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(dirname, atomic=True, create_dir=create_dir, require_empty=require_empty,
+                         save_on_rank=save_on_rank, **kwargs)
+        self.filename = filename
+        self._pending_removals: List[str] = []
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
+        super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Any) -> None:
+        atomic_save(checkpoint, str(path), func, **self.kwargs)
+        written, pending, self._pending_removals = Path(path).name, self._pending_removals, []
+        for name in pending:
+            if name == written:
+                continue
             try:
-                trial.load_state_dict(state, strict=strict)
-                mismatched = {}
-            except RuntimeError as e:
-                after = trial.state_dict()  # shapes the module's loading code did not adopt
-                mismatched = {k: v for k, v in mismatched.items() if _shape(after.get(k)) != v[0]}
-                trial_error = None if mismatched else e
-            del trial
-    if mismatched:
-        problems.append("shapes differ (checkpoint vs network): " + "; ".join(
-            f"{k!r}: {list(ckpt)} vs {list(net)}" for k, (ckpt, net) in list(mismatched.items())[:10])
-            + (f"; and {len(mismatched) - 10} more" if len(mismatched) > 10 else ""))
-    elif trial_error is not None:
-        problems.append(str(trial_error))
-    if problems:
-        raise ValueError(f"{source} does not fit the configured network (were the network settings changed since "
-                         f"training?), nothing was loaded: " + "; ".join(problems) + ".")
-    try:
-        module.load_state_dict(state, strict=strict)
-    except RuntimeError as e:  # not expected after the checks above
-        raise ValueError(f"{source} does not fit the configured network: {e}") from e
-    return network
+                (self.dirname / name).unlink(missing_ok=True)
+            except OSError as e:  # the new file is saved: an old one that stays is not worth stopping the run
+                logger.warning(f"could not remove the replaced checkpoint {self.dirname / name}: {e}")
+
+    def remove(self, filename: str) -> None:
+        """Remove ``filename`` after the next successful save (unless that save writes it).
+
+        Args:
+            filename: a file name in ``dirname`` (replaced by the fixed ``filename`` if one is set).
+        """
+        name = self.filename or filename
+        if idist.get_rank() == self.save_on_rank and name not in self._pending_removals:
+            self._pending_removals.append(name)
 
 
-def _state_dict(obj: Any) -> Any:
-    if isinstance(obj, nn.Module):
-        return unwrap_model(obj).state_dict()
-    if hasattr(obj, "state_dict"):
-        return obj.state_dict()
-    raise TypeError(f"cannot checkpoint {type(obj).__name__}: it has no state_dict().")
+class AtomicCheckpointSaver(CheckpointSaver):
+    """``monai.handlers.CheckpointSaver`` whose files are written by :class:`AtomicDiskSaver`, with a fixed-name
+    rolling checkpoint, the attached engine in the training state, and a resumable best score.
 
+    The arguments of MONAI's ``CheckpointSaver`` keep their meaning; the differences:
 
-def atomic_save(obj: Any, path: str) -> str:
-    """``torch.save(obj, path)`` through a temporary file in the same folder and ``os.replace``.
-
-    The file at ``path`` is either the previous one or the complete new one, even if the process is killed while
-    writing. The folder is created if needed; the file gets mode 0644 (unlike ``tempfile``'s 0600).
-
-    Args:
-        obj: object to save (typically a ``state_dict``).
-        path: destination file.
-
-    Returns:
-        ``path``.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-class BestModelSaver:
-    """Save the network whenever the key metric of the attached evaluator improves (atomically, rank 0 only).
-
-    Attach it to the validation evaluator (``validate#handlers``). The file is a plain ``state_dict`` of the
-    unwrapped network, loadable on CPU. Its ``state_dict()`` (best score and epoch) belongs in the training state so
-    that a resumed run does not replace a better model by a worse one.
+    * Every file (final, key metric, interval) is replaced atomically at mode 0644, and a file is removed only after
+      its successor is on disk; only rank 0 writes (the handler itself may run on every rank).
+    * ``interval_filename`` gives the interval checkpoint a fixed name (``"checkpoint_last.pt"``: always the
+      latest state); with it ``n_saved`` is 1.
+    * ``engine_key`` adds the attached engine (the trainer: epoch and iteration counters) to the interval and final
+      checkpoints under that name, so a config need not reference the trainer from its own handler list (a
+      circular reference for the config parser). The key-metric checkpoint keeps ``save_dict`` only: with a single
+      object (``{"network": net}``) its file is that object's plain ``state_dict`` (DP/DDP unwrapped by ignite).
+    * ``state_dict()`` returns the key-metric ranking (scores and file names), and ``load_state_dict`` restores it
+      (MONAI has only the latter): put the saver in the training state so that a resumed run does not replace a
+      better model by a worse one.
+    * A NaN key metric is never an improvement (ignite would save it as the first model and then compare every
+      later score against NaN, which is never greater): it is logged and skipped.
+    * With ``save_final`` the final checkpoint is written when the engine completes, not when it raises: the
+      state of a failed iteration (possibly non-finite weights) does not replace the last good one.
 
     Args:
-        save_dir: folder of the model file.
-        network: the trained network (a DDP wrapper is unwrapped).
-        filename: model file name. Defaults to ``"model.pt"``.
+        save_dir: folder of the checkpoint files.
+        save_dict: objects with ``state_dict()`` to save, e.g. ``{"network": net, "optimizer": opt}``.
+        name: logger name; ``None`` uses the engine's logger.
+        file_prefix: prefix of the generated file names.
+        save_final: save when the engine completes.
+        final_filename: fixed name of the final checkpoint (default ``checkpoint_final_iteration=N.pt``).
+        save_key_metric: save when the key metric is better than all earlier values.
         key_metric_name: metric to compare; defaults to the engine's key metric.
-        negative_sign: the metric is an error (smaller is better). Defaults to False.
+        key_metric_n_saved: how many best checkpoints to keep.
+        key_metric_filename: fixed name of the best checkpoint (then ``key_metric_n_saved`` must be 1).
+        key_metric_save_state: add the key-metric ranking to the key-metric file (ignite's ``include_self``).
+        key_metric_greater_or_equal: an equal score replaces the saved model.
+        key_metric_negative_sign: smaller is better (errors).
+        epoch_level: ``save_interval`` counts epochs (else iterations).
+        save_interval: save every N epochs/iterations; 0 disables interval saving.
+        n_saved: how many interval checkpoints to keep (``None``: all; 1 with ``interval_filename``).
+        interval_filename: fixed name of the interval checkpoint.
+        engine_key: name of the attached engine's ``state_dict`` in the interval and final checkpoints; ``None``
+            leaves it out.
+
+    Raises:
+        ValueError: ``engine_key`` is also a key of ``save_dict``, ``interval_filename`` with ``n_saved`` other than
+            1 (or ``None``), or MONAI's own argument errors.
     """
 
     def __init__(
         self,
         save_dir: str,
-        network: nn.Module,
-        filename: str = "model.pt",
+        save_dict: Dict[str, Any],
+        name: Optional[str] = None,
+        file_prefix: str = "",
+        save_final: bool = False,
+        final_filename: Optional[str] = None,
+        save_key_metric: bool = False,
         key_metric_name: Optional[str] = None,
-        negative_sign: bool = False,
+        key_metric_n_saved: int = 1,
+        key_metric_filename: Optional[str] = None,
+        key_metric_save_state: bool = False,
+        key_metric_greater_or_equal: bool = False,
+        key_metric_negative_sign: bool = False,
+        epoch_level: bool = True,
+        save_interval: int = 0,
+        n_saved: Optional[int] = None,
+        interval_filename: Optional[str] = None,
+        engine_key: Optional[str] = None,
     ) -> None:
-        self.path = os.path.join(save_dir, filename)
-        self.network = network
-        self.key_metric_name = key_metric_name
-        self.negative_sign = negative_sign
-        self.best_score: Optional[float] = None
-        self.best_epoch: int = -1
+        if engine_key is not None and engine_key in (save_dict or {}):
+            raise ValueError(f"`save_dict` must not use the name {engine_key!r}: `engine_key` gives it to the "
+                             f"attached engine.")
+        if interval_filename is not None:
+            if n_saved not in (None, 1):
+                raise ValueError(f"with a fixed `interval_filename` only one interval checkpoint is kept: `n_saved` "
+                                 f"must be 1 or None, got {n_saved!r}.")
+            n_saved = 1
+        super().__init__(
+            save_dir, save_dict, name=name, file_prefix=file_prefix, save_final=save_final,
+            final_filename=final_filename, save_key_metric=save_key_metric, key_metric_name=key_metric_name,
+            key_metric_n_saved=key_metric_n_saved, key_metric_filename=key_metric_filename,
+            key_metric_save_state=key_metric_save_state, key_metric_greater_or_equal=key_metric_greater_or_equal,
+            key_metric_negative_sign=key_metric_negative_sign, epoch_level=epoch_level, save_interval=save_interval,
+            n_saved=n_saved,
+        )
+        self.engine_key = engine_key
+        self._key_metric_filename = key_metric_filename
+        for checkpoint, filename in ((self._final_checkpoint, final_filename),
+                                     (self._key_metric_checkpoint, key_metric_filename),
+                                     (self._interval_checkpoint, interval_filename)):
+            if checkpoint is not None:
+                checkpoint.save_handler = AtomicDiskSaver(save_dir, filename=filename)
 
     def attach(self, engine: Any) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        """Attach to ``engine`` as MONAI's saver does, with the engine added under ``engine_key`` and no saving on
+        ``EXCEPTION_RAISED``.
 
-    def __call__(self, engine: Any) -> None:
-        name = self.key_metric_name or getattr(engine.state, "key_metric_name", None)
-        if name is None or name not in engine.state.metrics:
-            raise ValueError(f"BestModelSaver expected key metric {name!r} in the engine metrics, "
-                             f"found {sorted(engine.state.metrics)}.")
-        value = engine.state.metrics[name]
-        if not is_scalar(value):
-            raise ValueError(f"BestModelSaver expected a scalar key metric {name!r}, got {value!r}.")
-        score = float(value) * (-1.0 if self.negative_sign else 1.0)
-        if score != score:  # NaN never counts as an improvement
-            engine.logger.warning(f"key metric {name} is NaN at epoch {engine.state.epoch}; the best model is kept.")
+        Args:
+            engine: ignite engine (a trainer, validator or evaluator).
+        """
+        if self.engine_key is not None:
+            for checkpoint in (self._interval_checkpoint, self._final_checkpoint):
+                if checkpoint is not None:
+                    checkpoint.to_save = {**self.save_dict, self.engine_key: engine}
+        if self._name is None:
+            self.logger = engine.logger
+        # MONAI's attach, without `exception_raised`: removing that handler afterwards would not do, since an
+        # engine with an (even empty) EXCEPTION_RAISED handler list no longer raises
+        if self._final_checkpoint is not None:
+            engine.add_event_handler(Events.COMPLETED, self.completed)
+        if self._key_metric_checkpoint is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.metrics_completed)
+        if self._interval_checkpoint is not None:
+            event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
+            engine.add_event_handler(event(every=self.save_interval), self.interval_completed)
+
+    def metrics_completed(self, engine: Any) -> None:
+        """Save the key-metric checkpoint if the key metric improved; a NaN metric is skipped with a warning.
+
+        Args:
+            engine: ignite engine whose ``state.metrics`` hold the key metric.
+        """
+        checkpoint = self._key_metric_checkpoint
+        if checkpoint is None:
+            raise AssertionError("Error: _key_metric_checkpoint function not specified.")
+        score = checkpoint.score_function(engine)
+        try:
+            is_nan = math.isnan(float(score))
+        except (TypeError, ValueError):
+            is_nan = False
+        if is_nan:
+            self.logger.warning(f"the key metric is NaN at epoch {engine.state.epoch}: not an improvement, the best "
+                                f"model is kept.")
             return
-        if self.best_score is None or score > self.best_score:
-            self.best_score, self.best_epoch = score, int(engine.state.epoch)
-            if _rank() == 0:
-                atomic_save(_state_dict(self.network), self.path)
-                engine.logger.info(f"saved new best model ({name}={float(value):.4f}, epoch {self.best_epoch}) "
-                                   f"to {self.path}")
+        before = list(checkpoint._saved)
+        super().metrics_completed(engine)
+        if checkpoint._saved != before:
+            filename = self._key_metric_filename or checkpoint._saved[-1].filename
+            self.logger.info(f"new best key metric ({abs(float(score)):.4f}) at epoch {engine.state.epoch}: saved "
+                             f"{os.path.join(self.save_dir, filename)}")
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
+        """The key-metric ranking: ``{"_saved": [(score, filename), ...]}`` (empty without ``save_key_metric``)."""
+        if self._key_metric_checkpoint is None:
+            return {}
+        return {"_saved": [(float(p), str(f)) for p, f in self._key_metric_checkpoint._saved]}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.best_score = state.get("best_score")
-        self.best_epoch = int(state.get("best_epoch", -1))
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the key-metric ranking of :meth:`state_dict` (an empty state restores nothing).
 
-
-class TrainingStateSaver:
-    """Save everything needed to resume training, atomically, every ``interval`` epochs and at the end.
-
-    Attach it to the trainer *after* the ``ValidationHandler`` (handlers run in the order they are attached), so
-    that the saved state includes the validation of the epoch. The engine it is attached to (the trainer: epoch and
-    iteration counters) is saved under ``engine_key``, so configs need not reference the trainer from its own
-    handler list (a circular reference for the config parser).
-
-    Args:
-        save_dir: folder of the checkpoint file.
-        save_dict: objects with ``state_dict()``; e.g. ``{"network": net, "optimizer": opt, "lr_scheduler": sched,
-            "best_model": best_model_saver}``. Modules are unwrapped from DDP.
-        filename: checkpoint file name. Defaults to ``"checkpoint_last.pt"``.
-        interval: save every ``interval`` epochs. Defaults to 1.
-        engine_key: name of the attached engine's state in the file; ``None`` leaves it out. Defaults to
-            ``"trainer"``.
-    """
-
-    def __init__(
-        self,
-        save_dir: str,
-        save_dict: Mapping[str, Any],
-        filename: str = "checkpoint_last.pt",
-        interval: int = 1,
-        engine_key: Optional[str] = "trainer",
-    ) -> None:
-        if not save_dict:
-            raise ValueError("TrainingStateSaver expected a non-empty `save_dict`.")
-        check_positive_int(interval=interval)
-        if engine_key is not None and engine_key in save_dict:
-            raise ValueError(f"`save_dict` must not use the name {engine_key!r}: it holds the attached engine.")
-        self.path = os.path.join(save_dir, filename)
-        self.save_dict = dict(save_dict)
-        self.interval = interval
-        self.engine_key = engine_key
-
-    def attach(self, engine: Any) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def __call__(self, engine: Any) -> None:
-        if _rank() != 0:
-            return
-        state = {k: _state_dict(v) for k, v in self.save_dict.items()}
-        if self.engine_key is not None:
-            state[self.engine_key] = engine.state_dict()
-        atomic_save(state, self.path)
-        engine.logger.info(f"saved training state (epoch {engine.state.epoch}) to {self.path}")
+        Args:
+            state_dict: a :meth:`state_dict` of an earlier run.
+        """
+        if state_dict:
+            super().load_state_dict(dict(state_dict))
 
 
-class TrainingResumer:
-    """Resume training from a :class:`TrainingStateSaver` checkpoint when the trainer starts.
+class CheckedCheckpointLoader(CheckpointLoader):
+    """``monai.handlers.CheckpointLoader`` for resuming: switchable, all-or-nothing, with errors that say what to do.
 
-    Completed epochs are kept: the trainer continues at the epoch after the saved one, up to its (possibly larger)
-    ``max_epochs``. With ``enabled=False`` it does nothing, so bundles wire it unconditionally and expose
-    ``--resume true``.
+    The arguments of MONAI's ``CheckpointLoader`` keep their meaning; the differences:
+
+    * ``enabled=False`` attaches nothing, so bundles wire the loader unconditionally and expose ``--resume true``.
+    * A missing file, or a file without one of the requested entries, stops the run with an error naming the path
+      and the entries (``FileNotFoundError``, ``KeyError``).
+    * Networks are loaded first, with :func:`~monai_kan.handlers.state_dict.load_network_state`: a state that does
+      not fit changes nothing (neither the network nor the optimizer, scheduler or engine) and the error names the
+      keys and both shapes; ``module.`` prefixes of DataParallel/DDP checkpoints are accepted either way.
+    * ``engine_key`` restores the attached engine (the trainer) from that entry, as
+      :class:`AtomicCheckpointSaver` saves it, without the config referencing the trainer.
+    * The engine keeps its own ``max_epochs``, also when it is larger than the checkpoint's (train longer with a
+      larger ``--epochs``); a checkpoint that already reached it logs "nothing left to train" instead of raising.
+
+    With one object in ``load_dict`` a plain ``state_dict`` file is accepted (as in MONAI). With
+    ``strict_shape=False`` MONAI's partial loading of the networks is used unchanged (everything else is skipped).
 
     Args:
-        load_path: checkpoint file written by :class:`TrainingStateSaver`.
+        load_path: checkpoint file (e.g. ``models/checkpoint_last.pt``).
         load_dict: objects to restore, by the names used when saving.
-        enabled: whether to resume. Defaults to True.
+        name: logger name; ``None`` uses the engine's logger.
         map_location: ``torch.load`` map location. Defaults to ``"cpu"`` (the optimizer moves its state to the
-            parameters' device).
-        strict: strict ``load_state_dict`` for modules (loaded by :func:`load_network_state`: ``module.`` prefixes
-            of DataParallel/DDP checkpoints are accepted). Defaults to True.
-        engine_key: name of the attached engine's state in the file (see :class:`TrainingStateSaver`); ``None``
-            leaves the engine's counters alone. Defaults to ``"trainer"``.
+            parameters' device, networks copy into their own).
+        strict: require exactly the networks' keys. Defaults to True.
+        strict_shape: see MONAI's ``CheckpointLoader``. Defaults to True.
+        enabled: whether to attach at all. Defaults to True.
+        engine_key: entry holding the attached engine's state; ``None`` leaves the engine's counters alone.
 
     Raises:
-        FileNotFoundError: resuming was asked for but there is no checkpoint.
-        KeyError: the checkpoint lacks one of the requested objects.
-        ValueError: a network's state does not fit (see :func:`load_network_state`); nothing has been loaded then.
+        ValueError: ``engine_key`` is also a key of ``load_dict``; ``enabled`` is not a boolean.
     """
 
     def __init__(
         self,
         load_path: str,
-        load_dict: Mapping[str, Any],
-        enabled: bool = True,
+        load_dict: Dict[str, Any],
+        name: Optional[str] = None,
         map_location: Any = "cpu",
         strict: bool = True,
-        engine_key: Optional[str] = "trainer",
+        strict_shape: bool = True,
+        enabled: bool = True,
+        engine_key: Optional[str] = None,
     ) -> None:
-        self.load_path = load_path
-        self.load_dict = dict(load_dict)
-        self.enabled = as_bool(enabled, "resume")
-        self.map_location = map_location
-        self.strict = strict
+        super().__init__(load_path, load_dict, name=name, map_location=map_location, strict=strict,
+                         strict_shape=strict_shape)
+        if engine_key is not None and engine_key in load_dict:
+            raise ValueError(f"`load_dict` must not use the name {engine_key!r}: `engine_key` gives it to the "
+                             f"attached engine.")
+        self.load_dict = dict(load_dict)  # MONAI's strict_shape=False pops entries: not from the caller's dict
+        self.enabled = as_bool(enabled, "enabled")
         self.engine_key = engine_key
 
     def attach(self, engine: Any) -> None:
+        """Load when ``engine`` starts (nothing if not ``enabled``).
+
+        Args:
+            engine: ignite engine, typically the trainer.
+        """
         if self.enabled:
-            engine.add_event_handler(Events.STARTED, self)
+            super().attach(engine)
 
     def __call__(self, engine: Any) -> None:
+        """Restore ``load_dict`` (networks first) and the engine from ``load_path``.
+
+        Args:
+            engine: the attached engine.
+
+        Raises:
+            FileNotFoundError: no checkpoint at ``load_path``.
+            KeyError: the checkpoint lacks requested entries (the message lists them and what it holds).
+            ValueError: a network's state does not fit (nothing has been loaded then), or the file is unreadable.
+        """
+        wanted = list(self.load_dict) + ([self.engine_key] if self.engine_key is not None else [])
         if not os.path.isfile(self.load_path):
             raise FileNotFoundError(
-                f"resume was requested but there is no training state at {self.load_path}; train without "
-                f"`--resume true` first (the checkpoint is written after every epoch)."
+                f"there is no checkpoint at {self.load_path} to restore {wanted} from: train without `--resume true` "
+                f"first (the training state is written after every epoch), or point `load_path` at a checkpoint."
             )
-        checkpoint = torch.load(self.load_path, map_location=self.map_location, weights_only=True)
-        wanted = list(self.load_dict) + ([self.engine_key] if self.engine_key is not None else [])
+        if not self.strict_shape:
+            super().__call__(engine)
+            return
+        checkpoint = load_checkpoint(self.load_path, self.map_location)
+        first = next(iter(self.load_dict))
+        if len(wanted) == 1 and isinstance(checkpoint, Mapping) and first not in checkpoint:
+            checkpoint = {first: checkpoint}  # a single object saved directly (e.g. models/model.pt)
+        if not isinstance(checkpoint, Mapping):
+            raise ValueError(f"{self.load_path} holds a {type(checkpoint).__name__}, not a dict of state dicts.")
         missing = [k for k in wanted if k not in checkpoint]
         if missing:
             raise KeyError(f"{self.load_path} has no {missing} (it holds {sorted(checkpoint)}).")
-        max_epochs = engine.state.max_epochs
+        prior_max_epochs = engine.state.max_epochs
         # networks first: they are checked before anything is changed, so a checkpoint that does not fit stops the
-        # run with the optimizer, scheduler and trainer counters untouched
+        # run with the optimizer, scheduler and engine counters untouched
         modules = {k: v for k, v in self.load_dict.items() if isinstance(v, nn.Module)}
-        for name, obj in modules.items():
-            load_network_state(obj, checkpoint[name], self.strict, f"the checkpoint {self.load_path} ({name!r})")
-        for name, obj in self.load_dict.items():
-            if name not in modules:
-                obj.load_state_dict(checkpoint[name])
-        if self.engine_key is not None:
-            engine.load_state_dict(checkpoint[self.engine_key])
-        if engine.state.max_epochs != max_epochs:  # the trainer's state came from the file: keep the new budget
-            engine.state.max_epochs = max_epochs
-        if engine.state.epoch >= max_epochs:
-            engine.logger.warning(f"the checkpoint {self.load_path} already completed {engine.state.epoch} epochs "
-                                  f">= max_epochs={max_epochs}: nothing left to train (raise `epochs` to continue).")
+        for key, obj in modules.items():
+            load_network_state(obj, checkpoint[key], self.strict, f"the checkpoint {self.load_path} ({key!r})")
+        for key, obj in self.load_dict.items():
+            if key not in modules:
+                obj.load_state_dict(checkpoint[key])
+        if self.engine_key is None:
+            self.logger.info(f"restored {list(self.load_dict)} from {self.load_path}")
+            return
+        engine.load_state_dict(checkpoint[self.engine_key])
+        if prior_max_epochs is not None:  # the engine's own budget, not the checkpoint's
+            engine.state.max_epochs = prior_max_epochs
+        if prior_max_epochs is not None and engine.state.epoch >= prior_max_epochs:
+            self.logger.warning(f"the checkpoint {self.load_path} already completed {engine.state.epoch} epochs >= "
+                                f"max_epochs={prior_max_epochs}: nothing left to train (raise `epochs` to continue).")
         else:
-            engine.logger.info(f"resumed from {self.load_path}: epoch {engine.state.epoch} of {max_epochs} done.")
-
-
-def load_trained_model(
-    network: nn.Module, ckpt_path: str, map_location: Any = None, strict: bool = True
-) -> nn.Module:
-    """Load trained weights into ``network``, refusing to go on without them.
-
-    Accepts a plain ``state_dict`` (``models/model.pt``) or a dict holding one under ``"model"`` or ``"network"``
-    (e.g. ``checkpoint_last.pt``), saved from a plain or a DataParallel/DDP-wrapped network (``module.`` key
-    prefixes), into a plain or a wrapped network (see :func:`load_network_state`). A checkpoint that does not fit
-    leaves ``network`` unchanged.
-
-    Args:
-        network: network to fill (a DataParallel/DDP wrapper is unwrapped).
-        ckpt_path: checkpoint file.
-        map_location: ``torch.load`` map location. Defaults to the device of the network's parameters.
-        strict: require exactly the network's keys. Defaults to True.
-
-    Returns:
-        ``network``.
-
-    Raises:
-        FileNotFoundError: no checkpoint (instead of silently predicting with random weights).
-        ValueError: the checkpoint does not fit the network (e.g. other channels or classes); the message names the
-            keys and both shapes.
-    """
-    if not os.path.isfile(ckpt_path):
-        raise FileNotFoundError(
-            f"no trained model at {ckpt_path}: inference with untrained (random) weights is refused. Train the bundle "
-            f"first (python -m monai.bundle run --config_file <bundle>/configs/train.json) or point `ckpt_path` at "
-            f"a trained model.pt."
-        )
-    module = unwrap_model(network)
-    if map_location is None:
-        param = next(module.parameters(), None)
-        map_location = param.device if param is not None else "cpu"
-    state = torch.load(ckpt_path, map_location=map_location, weights_only=True)
-    if isinstance(state, Mapping):
-        for key in ("model", "network"):
-            if key in state and isinstance(state[key], Mapping):
-                state = state[key]
-                break
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{ckpt_path} does not hold a state_dict (got {type(state).__name__}).")
-    load_network_state(network, state, strict=strict, source=f"the checkpoint {ckpt_path}")
-    logger.info(f"loaded trained weights from {ckpt_path}")
-    return network
-
-
-class TrainedModelLoader:
-    """Handler form of :func:`load_trained_model`, run when the attached engine starts.
-
-    Args:
-        load_path: checkpoint file.
-        network: network to fill (plain or DataParallel/DDP-wrapped; ``module.`` prefixes in the file are accepted).
-        map_location: see :func:`load_trained_model`.
-        strict: see :func:`load_trained_model`.
-    """
-
-    def __init__(self, load_path: str, network: nn.Module, map_location: Any = None, strict: bool = True) -> None:
-        self.load_path = load_path
-        self.network = network
-        self.map_location = map_location
-        self.strict = strict
-
-    def attach(self, engine: Any) -> None:
-        engine.add_event_handler(Events.STARTED, self)
-
-    def __call__(self, engine: Any) -> None:
-        load_trained_model(self.network, self.load_path, self.map_location, self.strict)
-
-
-def check_fresh_run(
-    ckpt_dir: str,
-    resume: bool = False,
-    overwrite: bool = False,
-    filenames: Sequence[str] = ("model.pt", "checkpoint_last.pt"),
-) -> None:
-    """Refuse to start a new training run over the checkpoints of an earlier one, unless told what to do.
-
-    Args:
-        ckpt_dir: checkpoint folder.
-        resume: the run resumes the earlier one (then the files are expected).
-        overwrite: the run starts over and may replace the files.
-        filenames: files that mark an earlier run.
-
-    Raises:
-        FileExistsError: earlier checkpoints and neither ``resume`` nor ``overwrite``.
-        ValueError: both ``resume`` and ``overwrite``.
-    """
-    resume, overwrite = as_bool(resume, "resume"), as_bool(overwrite, "overwrite")
-    if resume and overwrite:
-        raise ValueError("`resume` and `overwrite` exclude each other: resume continues the earlier run, overwrite "
-                         "starts a new one over it.")
-    if resume or overwrite:
-        return
-    found = [os.path.join(ckpt_dir, f) for f in filenames if os.path.exists(os.path.join(ckpt_dir, f))]
-    if found:
-        raise FileExistsError(
-            f"{ckpt_dir} already holds checkpoints of an earlier run ({', '.join(found)}): pass `--resume true` to "
-            f"continue it, `--overwrite true` to start over (replacing them), or another `--ckpt_dir`."
-        )
+            self.logger.info(f"resumed from {self.load_path}: epoch {engine.state.epoch} of {prior_max_epochs} done.")

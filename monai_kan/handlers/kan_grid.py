@@ -52,7 +52,8 @@ class KANGridHandler:
 
     Note:
         After an extension the checkpoint's ``knots``/``spline_weight`` have the new size; a network built with
-        the original ``grid_size`` adopts it in ``load_state_dict`` (:meth:`~monai_kan.layers.BSplineKANBase.resize_grid`).
+        the original ``grid_size`` adopts it in ``load_state_dict``
+        (:meth:`~monai_kan.layers.BSplineKANBase.resize_grid`).
 
         Under ``DistributedDataParallel`` (``network`` the wrapper, the handler attached on every rank) grid updates
         are collective and keep the replicas identical: the knots are placed on, and the splines refitted to, the

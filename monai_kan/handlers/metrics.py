@@ -25,6 +25,9 @@ def class_output_transform(class_index: int, keys: Sequence[str] = ("pred", "lab
     Args:
         class_index: the class channel (>= 1).
         keys: prediction and label keys of the engine output.
+
+    Raises:
+        ValueError: ``class_index`` < 1 (the background has no metric of its own).
     """
     if class_index < 1:
         raise ValueError(f"`class_index` must be >= 1 (0 is the background), got {class_index!r}.")
@@ -55,6 +58,9 @@ def per_class_metrics(
 
     Returns:
         dict of metric handlers for ``additional_metrics``.
+
+    Raises:
+        ValueError: fewer than two class names.
     """
     if len(class_names) < 2:
         raise ValueError(f"`class_names` must name the background and >= 1 class, got {list(class_names)}.")

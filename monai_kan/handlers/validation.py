@@ -23,6 +23,9 @@ class FinalValidation:
     Args:
         validator: the evaluator run by ``ValidationHandler``.
         interval: the ``ValidationHandler`` interval in epochs.
+
+    Raises:
+        ValueError: ``interval`` is not a positive integer.
     """
 
     def __init__(self, validator: Any, interval: int) -> None:

@@ -4,39 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
-import torch
 import torch.nn as nn
+from monai.utils import ensure_tuple
 
+from monai_kan.handlers.state_dict import load_trained_model, read_state_dict
 from monai_kan.tools.grid import kan_layers
 
 __all__ = ["load_network", "load_state_dict_file"]
 
+#: the state dict in a checkpoint file: the reader the bundles use (:func:`monai_kan.handlers.read_state_dict`)
+load_state_dict_file = read_state_dict
+
 _CONFIG_EXT = (".json", ".yaml", ".yml")
-
-
-def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
-    """The state dict in a ``torch.save`` checkpoint: a plain state dict, or a dict holding one under ``model``,
-    ``network``, ``state_dict`` or ``net`` (MONAI/ignite checkpoints); a ``module.`` prefix (DataParallel) is removed.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            if any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist()):
-                raise ValueError(f"{path} is a TorchScript export: its KAN layers are compiled code. Pass the state "
-                                 "dict checkpoint (e.g. the bundle's models/model.pt) instead.")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("model", "network", "state_dict", "net"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__}).")
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
 def _bundle_configs(bundle: str) -> list:
@@ -68,8 +49,16 @@ def load_network(
         network_key: config id of the architecture. Defaults to ``"network_def"``.
         checkpoint: checkpoint file (default for a bundle: ``models/model.pt``).
 
-    A checkpoint saved after grid extension loads into a network built with the original ``grid_size``
-    (the layers adopt the saved grid in ``load_state_dict``).
+    The weights are read and loaded as the bundles do (:func:`monai_kan.handlers.load_trained_model`): a plain state
+    dict or one nested under ``model``/``network``/``state_dict``/``net``, ``module.`` prefixes accepted. A checkpoint
+    saved after grid extension loads into a network built with the original ``grid_size`` (the layers adopt the
+    saved grid in ``load_state_dict``).
+
+    Raises:
+        FileNotFoundError: no checkpoint.
+        ValueError: a bare checkpoint without ``network_def``/``config_file``, a config without ``network_key``, a
+            network without B-spline KAN layers, a TorchScript or non-state-dict file, or weights that do not fit
+            the network (the message names the keys and both shapes).
     """
     from monai.bundle import ConfigParser
 
@@ -77,8 +66,7 @@ def load_network(
 
     parser = ConfigParser()
     if os.path.isdir(path):
-        parser.read_config(list(config_file) if isinstance(config_file, (list, tuple)) else
-                           [config_file] if config_file else _bundle_configs(path))
+        parser.read_config(list(ensure_tuple(config_file)) if config_file else _bundle_configs(path))
         meta = os.path.join(path, "configs", "metadata.json")
         if os.path.isfile(meta):
             parser.read_meta(meta)
@@ -87,7 +75,7 @@ def load_network(
     else:
         checkpoint = checkpoint or path
         if config_file:
-            parser.read_config(list(config_file) if isinstance(config_file, (list, tuple)) else [config_file])
+            parser.read_config(list(ensure_tuple(config_file)))
         elif network_def is None:
             raise ValueError(
                 f"{path} is a checkpoint, which holds weights but no architecture: pass `network_def` (CLI: "
@@ -105,9 +93,5 @@ def load_network(
         raise ValueError(f"config item {network_key!r} built a {type(net).__name__}, not a torch.nn.Module.")
     if not kan_layers(net):
         raise ValueError(f"the network built from {network_key!r} has no B-spline KAN layers (KANLinear/KANConv).")
-    state = load_state_dict_file(checkpoint)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"checkpoint {checkpoint} does not match the network definition: {err}") from err
+    load_trained_model(net, checkpoint, map_location="cpu")
     return net.eval()
