@@ -3,7 +3,8 @@
 Each bundle: train (1 short epoch, tiny patches) through ``ConfigWorkflow`` with ``check_properties() == []``, then
 inference and evaluation, outputs on the input's geometry; ``verify_net_in_out``, ``ckpt_export`` (TorchScript) and
 ``verify_metadata`` offline; inference refusing to run without a checkpoint; resume after an interrupted run; bad
-input named in the error; the CLI from the bundle folder.
+input named in the error; ``bundle_root`` from the repository root and the bundle folder, the CLI from the bundle
+folder; the data preparation step.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
-from monai_kan.data.phantoms import write_phantom_dataset
+from monai_kan.data.phantoms import prepare_phantom_dataset, write_phantom_dataset
 from helpers import error_chain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +45,7 @@ def configs(dims: int, *names: str) -> list:
 
 def common_overrides(dims: int, dataset_dir: Path) -> dict:
     return {
+        "bundle_root": str(BUNDLES[dims]),  # Python use sets it (the default comes from the current folder)
         "dataset_dir": str(dataset_dir),
         "pixdim": TINY[dims]["pixdim"],
         "patch_size": TINY[dims]["patch_size"],
@@ -262,3 +264,45 @@ def test_cli_inference_from_bundle_folder(trained, tmp_path):
     res = subprocess.run(args, cwd=BUNDLES[dims], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["phantom_003_seg.nii.gz"]
+
+
+@pytest.mark.parametrize("dims", [3, 2], ids=["3d", "2d"])
+@pytest.mark.parametrize("from_bundle", [False, True], ids=["repo_root", "bundle_folder"])
+@pytest.mark.parametrize("names, workflow_type", [(("train",), "train"), (("inference",), "infer"),
+                                                  (("inference", "evaluate"), "eval")])
+def test_bundle_root_defaults_to_the_bundle_folder(dims, from_bundle, names, workflow_type, monkeypatch):
+    monkeypatch.chdir(BUNDLES[dims] if from_bundle else REPO)
+    files = [f"configs/{n}.json" for n in names] if from_bundle else configs(dims, *names)
+    # no `initialize` expressions: they would check or load the bundle's own (absent) checkpoints and data
+    wf = ConfigWorkflow(config_file=files, workflow_type=workflow_type, logging_file=False, init_id="skip")
+    wf.initialize()
+    assert Path(wf.bundle_root) == BUNDLES[dims]
+    assert Path(wf.parser.get_parsed_content("default_dataset_dir")).parent.parent == BUNDLES[dims]
+    wf = ConfigWorkflow(config_file=files, workflow_type=workflow_type, logging_file=False, init_id="skip",
+                        bundle_root="/elsewhere")
+    wf.initialize()
+    assert wf.bundle_root == "/elsewhere"  # an override always wins
+
+
+def test_prepare_phantom_dataset(tmp_path):
+    default = tmp_path / "bundle" / "data" / "phantom2d"
+    small = dict(num_train=2, num_test=1, shape_range=[32, 36], spacing=3.0)
+    path = prepare_phantom_dataset(str(default), str(default), 2, **small)  # the default folder: generated once
+    assert path == str(default / "dataset.json") and (default / "imagesTr").is_dir()
+    stamp = os.path.getmtime(path)
+    assert prepare_phantom_dataset(str(default) + "/", str(default), 2, **small) == path  # then reused
+    assert os.path.getmtime(path) == stamp
+    with pytest.raises(ValueError, match="differs from the requested phantom set"):
+        prepare_phantom_dataset(str(default), str(default), 2, **{**small, "seed": 3})
+    # a user folder: checked, never written
+    mine = tmp_path / "Task99_Mine"
+    with pytest.raises(FileNotFoundError, match=r"`dataset_dir` .*Task99_Mine does not exist: .*Decathlon layout.*"
+                                                r"prepare_real_data.py.*leave `--dataset_dir` out"):
+        prepare_phantom_dataset(str(mine), str(default), 2, **small)
+    assert not mine.exists()
+    mine.mkdir()
+    with pytest.raises(FileNotFoundError, match="Task99_Mine has no dataset.json"):
+        prepare_phantom_dataset(str(mine), str(default), 2, **small)
+    assert list(mine.iterdir()) == []
+    (mine / "dataset.json").write_text("{}")
+    assert prepare_phantom_dataset(str(mine), str(default), 2) == str(mine / "dataset.json")

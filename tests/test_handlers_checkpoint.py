@@ -1,6 +1,6 @@
 """Checkpoints that lose nothing (atomic replace, deferred removal, rank 0 only), the best model across a resume, NaN
 metrics, resume through MONAI's CheckpointLoader, the one state-dict reader, the trained-model guard, and the small
-bundle helpers (flags, bundle folder, progress bar)."""
+bundle helpers (flags, default bundle_root, progress bar)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import io
 import logging
 import os
 import re
-import sys
 
 import ignite.distributed as idist
 import numpy as np
@@ -30,7 +29,7 @@ from monai_kan.handlers import (
     check_fresh_run,
     check_output_dir,
     choose,
-    find_bundle_root,
+    default_bundle_root,
     load_network_state,
     load_trained_model,
     per_class_metrics,
@@ -514,20 +513,21 @@ def test_choose_and_metrics_helpers():
         per_class_metrics(["background"])
 
 
-def test_find_bundle_root(tmp_path, monkeypatch):
+def test_default_bundle_root(tmp_path, monkeypatch):
     bundle = tmp_path / "bundles" / "demo"
     (bundle / "configs").mkdir(parents=True)
-    monkeypatch.setattr(sys, "argv", ["x"])
     monkeypatch.chdir(tmp_path)
-    assert find_bundle_root("demo") == str(bundle)  # from the repository root
+    assert default_bundle_root("demo") == str(bundle)  # from the repository root
     monkeypatch.chdir(bundle)
-    assert find_bundle_root("demo") == str(bundle)  # from the bundle folder
+    assert default_bundle_root("demo") == str(bundle)  # from the bundle folder
+    other = tmp_path / "other"
+    (other / "configs").mkdir(parents=True)
+    monkeypatch.chdir(other)  # a bundle folder of another name is not taken for this one
+    with pytest.raises(ValueError, match=r"cannot tell the folder of bundle 'demo' .* `--bundle_root <bundle folder>`"):
+        default_bundle_root("demo")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["x", "--config_file", "['bundles/demo/configs/train.json']"])
-    assert find_bundle_root() == str(bundle)  # from the command line
-    monkeypatch.setattr(sys, "argv", ["x"])
-    with pytest.raises(ValueError, match="cannot find the folder of bundle 'other'"):
-        find_bundle_root("other")
+    with pytest.raises(ValueError, match="bundles/other"):
+        default_bundle_root("other")
 
 
 def test_progress_bar_is_ignites_and_shows_the_loss():

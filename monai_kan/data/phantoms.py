@@ -40,6 +40,7 @@ __all__ = [
     "default_phantom_params",
     "ensure_phantom_dataset",
     "make_phantom",
+    "prepare_phantom_dataset",
     "write_phantom_dataset",
 ]
 
@@ -309,4 +310,44 @@ def ensure_phantom_dataset(root: str, spatial_dims: int = 3, **params: Any) -> s
             f"{root} already holds a dataset that differs from the requested phantom set "
             f"(setting: (found, requested)) {differs}; delete the folder or choose another `dataset_dir`."
         )
+    return path
+
+
+def prepare_phantom_dataset(
+    dataset_dir: str, default_dataset_dir: str, spatial_dims: int = 3, **params: Any
+) -> str:
+    """The data preparation step of the segmentation bundles (``"prepare_data"`` in their ``train.json`` and
+    ``inference.json``): generate the phantoms for the default folder, check a user's folder.
+
+    * ``dataset_dir`` is ``default_dataset_dir`` (no ``--dataset_dir`` given): the phantom set is written there on
+      first use and reused afterwards (:func:`ensure_phantom_dataset`).
+    * any other folder is the user's data: nothing is written; it must exist and hold ``dataset.json`` (MSD layout).
+
+    Args:
+        dataset_dir: the dataset folder of the run (``@dataset_dir``).
+        default_dataset_dir: the bundle's own phantom folder (``@default_dataset_dir``).
+        spatial_dims: 2 or 3.
+        params: phantom settings (``num_train``, ``num_test``, ``shape_range``, ``spacing``, ``seed``; see
+            :func:`write_phantom_dataset`), used for the default folder only.
+
+    Returns:
+        the path of ``dataset.json``.
+
+    Raises:
+        FileNotFoundError: a user folder that does not exist or has no ``dataset.json``; the message names it and
+            says how to get data.
+        ValueError: the default folder holds other data (see :func:`ensure_phantom_dataset`).
+    """
+    if os.path.abspath(dataset_dir) == os.path.abspath(default_dataset_dir):
+        return ensure_phantom_dataset(dataset_dir, spatial_dims, **params)
+    how = (
+        "pass a folder in the Medical Segmentation Decathlon layout (dataset.json with a 'training' list, imagesTr/, "
+        "labelsTr/), e.g. a downloaded MSD task such as Task03_Liver or one written by "
+        "`python scripts/prepare_real_data.py`, or leave `--dataset_dir` out to train on the generated phantoms"
+    )
+    if not os.path.isdir(dataset_dir):
+        raise FileNotFoundError(f"`dataset_dir` {dataset_dir} does not exist: {how}.")
+    path = os.path.join(dataset_dir, "dataset.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"`dataset_dir` {dataset_dir} has no dataset.json: {how}.")
     return path

@@ -5,14 +5,14 @@
   :class:`CheckedCheckpointLoader` for resuming);
 * ``state_dict``: plain functions for checkpoint files (atomic write, the one state-dict reader, all-or-nothing
   loading into plain or DP/DDP networks, :func:`load_trained_model` for inference);
-* ``bundle_utils``: the bundle's folder, boolean flags (``as_bool`` over MONAI's ``str2bool``), guards
+* ``bundle_utils``: the default ``bundle_root``, boolean flags (``as_bool`` over MONAI's ``str2bool``), guards
   against replacing an earlier run's outputs, named choices;
 * ``progress`` (ignite's ``ProgressBar``, switchable), ``kan_tensorboard`` (spline images, a MONAI
   ``TensorBoardHandler``), ``kan_grid`` (grid update/extension during training), ``metrics`` (per-class metrics),
   ``validation`` (validate the last epochs).
 """
 
-from .bundle_utils import as_bool, check_fresh_run, check_output_dir, choose, find_bundle_root
+from .bundle_utils import as_bool, check_fresh_run, check_output_dir, choose, default_bundle_root
 from .checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, CheckedCheckpointLoader
 from .kan_grid import KANGridHandler
 from .kan_tensorboard import KANSplineTensorBoardHandler
@@ -42,7 +42,7 @@ __all__ = [
     "check_output_dir",
     "choose",
     "class_output_transform",
-    "find_bundle_root",
+    "default_bundle_root",
     "load_checkpoint",
     "load_network_state",
     "load_trained_model",

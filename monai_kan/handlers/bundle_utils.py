@@ -1,22 +1,20 @@
-"""Helpers for MONAI bundle configs: finding the bundle's own folder, guarding outputs, picking options.
+"""Helpers for MONAI bundle configs: the bundle's default folder, boolean flags, guards against replacing the
+outputs of an earlier run, named choices.
 
 ``bundle_root`` in model-zoo configs is ``"."``, so a bundle only works when run from its own folder. Here configs set
-``"bundle_root": "$monai_kan.handlers.find_bundle_root('<bundle name>')"``, which finds the folder of the config
-file being run, whether the command runs from the repository root, from the bundle folder or from Python.
+``"bundle_root": "$monai_kan.handlers.default_bundle_root('<bundle name>')"``: the bundle folder when the command
+runs from it or from the repository root; ``--bundle_root`` overrides it.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
-import sys
-from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from monai.utils import str2bool
 
-__all__ = ["as_bool", "check_fresh_run", "check_output_dir", "choose", "find_bundle_root"]
+__all__ = ["as_bool", "check_fresh_run", "check_output_dir", "choose", "default_bundle_root"]
 
 
 _TRUE = ("true", "t", "yes", "y", "1")  # monai.utils.str2bool's spellings, matched case-insensitively
@@ -53,77 +51,38 @@ def as_bool(value: Any, name: str = "value") -> bool:
     )
 
 
-def _root_of_config(path: Any) -> Optional[str]:
-    """Bundle folder of a config file path (``<root>/configs/x.json`` -> ``<root>``)."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path).endswith((".json", ".yaml", ".yml")):
-        return None
-    parent = Path(path).resolve().parent
-    return str(parent.parent if parent.name == "configs" else parent)
+def default_bundle_root(name: str) -> str:
+    """The default ``bundle_root`` of the bundle ``name``: its folder, found from the current folder only.
 
+    Model-zoo configs set ``"bundle_root": "."``, so they work only from the bundle folder. The bundles here set
+    ``"bundle_root": "$monai_kan.handlers.default_bundle_root('<name>')"``, which is, in this order:
 
-def _config_files_on_stack() -> List[str]:
-    """Config files being parsed, from the calling frames (``ConfigWorkflow`` and ``monai.bundle`` functions)."""
-    found: List[str] = []
-    frame = inspect.currentframe()
-    while frame is not None:
-        local = frame.f_locals
-        wf = local.get("self")
-        # read the instance dict: ConfigWorkflow.__getattr__ resolves unknown names as config properties
-        root = getattr(wf, "__dict__", {}).get("config_root_path") if wf is not None else None
-        if isinstance(root, (str, os.PathLike)):
-            found.append(str(Path(root) / "_.json"))
-        for name in ("config_file", "config_file_"):
-            value = local.get(name)
-            values = value if isinstance(value, (list, tuple)) else [value]
-            found.extend(str(v) for v in values if isinstance(v, (str, os.PathLike)))
-        frame = frame.f_back
-    return found
+    1. the current folder, if it is the bundle folder (it has ``configs/`` and is named ``name``);
+    2. ``bundles/<name>`` below the current folder (the command runs from the repository root).
 
-
-def _config_files_in_argv(argv: Sequence[str]) -> List[str]:
-    """Values of ``--config_file`` on the command line (a path or a list literal of paths)."""
-    out: List[str] = []
-    for i, arg in enumerate(argv):
-        value = None
-        if arg == "--config_file" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--config_file="):
-            value = arg.split("=", 1)[1]
-        if value is None:
-            continue
-        out.extend(v.strip(" '\"") for v in value.strip("[]").split(","))
-    return out
-
-
-def find_bundle_root(name: Optional[str] = None) -> str:
-    """Absolute path of the bundle folder that holds the config being run.
-
-    Looks, in order, at the config files being parsed (``ConfigWorkflow``, ``monai.bundle`` functions), at
-    ``--config_file`` on the command line, at the current folder (if it has ``configs/``), and at
-    ``bundles/<name>`` below the current folder.
+    ``--bundle_root <folder>`` on the command line (or ``bundle_root=...`` for ``ConfigWorkflow``, or
+    ``parser["bundle_root"] = ...`` for ``ConfigParser``) replaces this expression, as any config id: Python code
+    that runs a bundle from elsewhere passes it explicitly.
 
     Args:
-        name: the bundle's folder name, for the last fallback and to prefer the matching config when several are
-            found.
+        name: the bundle's folder name, e.g. ``"kmunet_3d_segmentation"``.
+
+    Returns:
+        the absolute path of the bundle folder.
 
     Raises:
-        ValueError: no bundle folder found.
+        ValueError: neither folder is a bundle folder named ``name``; the message says to pass ``--bundle_root``.
     """
-    candidates = [_root_of_config(p) for p in _config_files_on_stack() + _config_files_in_argv(sys.argv)]
-    roots = [r for r in candidates if r is not None and os.path.isdir(os.path.join(r, "configs"))]
-    if name is not None:
-        named = [r for r in roots if os.path.basename(r) == name]
-        roots = named or roots
-    if roots:
-        return roots[0]
     cwd = os.getcwd()
-    if os.path.isdir(os.path.join(cwd, "configs")) and (name is None or os.path.basename(cwd) == name):
+    if os.path.basename(cwd) == name and os.path.isdir(os.path.join(cwd, "configs")):
         return cwd
-    if name is not None and os.path.isdir(os.path.join(cwd, "bundles", name, "configs")):
-        return os.path.join(cwd, "bundles", name)
+    below = os.path.join(cwd, "bundles", name)
+    if os.path.isdir(os.path.join(below, "configs")):
+        return below
     raise ValueError(
-        f"cannot find the folder of bundle {name!r}: run with `--config_file <bundle>/configs/<file>.json`, or from "
-        f"the bundle folder, or pass `--bundle_root <bundle folder>`."
+        f"cannot tell the folder of bundle {name!r} from the current folder {cwd}: run the command from the bundle "
+        f"folder or from the repository root (which holds bundles/{name}), or pass `--bundle_root <bundle folder>` "
+        f"(`bundle_root=...` from Python)."
     )
 
 
