@@ -54,7 +54,7 @@ def run(config: str, workflow_type: str, **override) -> ConfigWorkflow:
 
 
 def epochs_done(checkpoint: dict) -> int:
-    """Completed epochs in a TrainingStateSaver file (ignite saves the iteration count and the epoch length)."""
+    """Completed epochs in checkpoint_last.pt (ignite saves the iteration count and the epoch length)."""
     state = checkpoint["trainer"]
     return state["epoch"] if "epoch" in state else state["iteration"] // state["epoch_length"]
 
