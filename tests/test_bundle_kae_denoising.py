@@ -21,6 +21,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+
+from monai_kan.networks import ConvKAE
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
 
 import monai_kan.data as dd
@@ -68,7 +70,7 @@ def trained(tmp_path_factory):
 
 def test_train_writes_checkpoints(trained):
     state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
-    assert all(k.startswith("kae.") for k in state)
+    assert set(state) == set(ConvKAE(2, channels=(16, 32)).state_dict())  # a plain state_dict of the default network
     last = torch.load(trained / "models" / "checkpoint_last.pt", map_location="cpu", weights_only=True)
     assert epochs_done(last) == 1 and {"network", "optimizer", "lr_scheduler", "best_model"} <= set(last)
     assert (trained / "data" / "synthetic" / "dataset.json").is_file()
@@ -160,9 +162,7 @@ def test_ckpt_export_torchscript(trained, tmp_path):
     ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(trained / "models" / "model.pt"),
                 meta_file=META, config_file=cfg("inference"), bundle_root=str(BUNDLE))
     scripted = torch.jit.load(str(ts), map_location="cpu")
-    from monai_kan.networks.kae_denoiser import PatchKAE
-
-    net = PatchKAE(2, patch_size=8, stride=4, latent_dim=16, hidden_dims=(64,)).eval()
+    net = ConvKAE(2, channels=(16, 32), order=3).eval()  # the bundle's default network
     net.load_state_dict(torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True))
     x = torch.rand(1, 1, 45, 61)
     with torch.no_grad():
