@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_int", "check_positive_int", "check_floating_input"]
+__all__ = ["check_int", "check_positive_int", "check_floating_input", "check_spatial_input"]
 
 
 def check_int(name: str, value: object, minimum: int = 1) -> int:
@@ -38,3 +38,18 @@ def check_floating_input(x: torch.Tensor, owner: str) -> None:
     """
     if not x.is_floating_point():
         raise TypeError(f"{owner} expected a floating-point input, got {x.dtype}.")
+
+
+def check_spatial_input(x: torch.Tensor, spatial_dims: int, in_channels: int, owner: str) -> None:
+    """Check that ``x`` is a floating-point ``(N, in_channels, *spatial)`` batch with ``spatial_dims`` spatial axes
+    (TorchScript-able: called from scripted forwards).
+
+    Raises:
+        ValueError: ``{owner} expected input of shape (N, {in_channels}, <{spatial_dims} spatial dims>), got ...``.
+        TypeError: not floating point (see :func:`check_floating_input`).
+    """
+    if x.dim() != spatial_dims + 2 or x.shape[1] != in_channels:
+        raise ValueError(
+            f"{owner} expected input of shape (N, {in_channels}, <{spatial_dims} spatial dims>), got {list(x.shape)}."
+        )
+    check_floating_input(x, owner)

@@ -21,7 +21,7 @@ from monai.networks.layers.factories import Conv
 from monai.utils import ensure_tuple_rep
 
 from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
-from monai_kan.utils import check_floating_input, check_positive_int
+from monai_kan.utils import check_positive_int, check_spatial_input
 
 __all__ = ["KAEConv"]
 
@@ -102,12 +102,7 @@ class KAEConv(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"KAEConv expected input of shape (N, {self.in_channels}, <{self.spatial_dims} spatial dims>), "
-                f"got {list(x.shape)}."
-            )
-        check_floating_input(x, "KAEConv")
+        check_spatial_input(x, self.spatial_dims, self.in_channels, "KAEConv")
         powers = [x]
         for _ in range(1, self.order):
             powers.append(powers[-1] * x)  # (N, C_in, *spatial) each; repeated products, exact for x < 0

@@ -19,7 +19,7 @@ from monai.utils import ensure_tuple_rep
 
 from monai_kan.layers.bspline_kan import BSplineKANBase
 from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
-from monai_kan.utils import check_floating_input
+from monai_kan.utils import check_spatial_input
 
 __all__ = ["KANConv"]
 
@@ -117,12 +117,7 @@ class KANConv(BSplineKANBase):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"KANConv expected input of shape (N, {self.in_channels}, <{self.spatial_dims} spatial dims>), "
-                f"got {list(x.shape)}."
-            )
-        check_floating_input(x, "KANConv")
+        check_spatial_input(x, self.spatial_dims, self.in_channels, "KANConv")
         padding = self.padding
         if self.padding_mode != "zeros":
             x = F.pad(x, self._pad_pairs, mode=self.padding_mode)

@@ -17,7 +17,7 @@ from monai.networks.layers.utils import get_act_layer
 
 from monai_kan.layers.kae_conv import KAEConv
 from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
-from monai_kan.utils import check_floating_input, check_positive_int
+from monai_kan.utils import check_positive_int, check_spatial_input
 
 __all__ = ["ConvKAE"]
 
@@ -101,12 +101,7 @@ class ConvKAE(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"ConvKAE expected input of shape (N, {self.in_channels}, <{self.spatial_dims} spatial dims>), "
-                f"got {list(x.shape)}."
-            )
-        check_floating_input(x, "ConvKAE")
+        check_spatial_input(x, self.spatial_dims, self.in_channels, "ConvKAE")
         if x.shape[0] == 0:
             return x.clone()
         spatial = list(x.shape[2:])

@@ -14,7 +14,7 @@ from monai.utils import ensure_tuple_rep
 
 from monai_kan.blocks.kan_blocks import CONV_TYPES, KANConvBlock, KANResidualUnit, make_conv
 from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
-from monai_kan.utils import check_floating_input, check_positive_int
+from monai_kan.utils import check_positive_int, check_spatial_input
 
 __all__ = ["KMUNet", "KMUnet"]
 
@@ -163,12 +163,7 @@ class KMUNet(nn.Module):
         )
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != self.dimensions + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"KMUNet expected input of shape (N, {self.in_channels}, <{self.dimensions} spatial dims>), "
-                f"got {list(x.shape)}."
-            )
-        check_floating_input(x, "KMUNet")
+        check_spatial_input(x, self.dimensions, self.in_channels, "KMUNet")
         spatial = x.shape[2:]
         for d in range(self.dimensions):
             if spatial[d] % self.size_divisor[d] != 0:
