@@ -3,14 +3,58 @@
 from __future__ import annotations
 
 import math
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from monai_kan.layers.fused import fused_kernels_enabled, run_kernel
 from monai_kan.utils import check_floating_input, check_positive_int
 
-__all__ = ["FourierKANLinear"]
+__all__ = ["FourierKANLinear", "fourier_features"]
+
+
+def fourier_features(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
+    """Reference (autograd, TorchScript-able) harmonic features ``(..., in)`` -> ``(..., 2 * in * G)``.
+
+    The order is ``[cos(k x_i) for k, i] + [sin(k x_i) for k, i]`` (input fastest, so that every harmonic is a
+    contiguous, vectorisable block), the layout of the flattened ``fourier_coeffs.permute(1, 0, 3, 2)``.
+
+    Args:
+        x: ``(..., in_features)``.
+        frequencies: ``(G,)`` harmonic numbers ``1..G`` in ``x``'s dtype.
+    """
+    angles = x.unsqueeze(-2) * frequencies.unsqueeze(-1)  # (..., G, in)
+    return torch.stack([torch.cos(angles), torch.sin(angles)], dim=-3).flatten(-3)
+
+
+def _features_backward(x: torch.Tensor, frequencies: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``d/dx`` of :func:`fourier_features` contracted with ``grad (N, 2 * in * G)``: ``sum_k k (cos(k x) g_sin -
+    sin(k x) g_cos)`` per input, recomputing the harmonics instead of keeping them."""
+    angles = x.unsqueeze(-2) * frequencies.unsqueeze(-1)  # (N, G, in)
+    g = grad.view(x.shape[0], 2, frequencies.shape[0], x.shape[1])
+    return ((torch.cos(angles) * g[:, 1] - torch.sin(angles) * g[:, 0]) * frequencies.unsqueeze(-1)).sum(-2)
+
+
+class _FourierFeatures(torch.autograd.Function):
+    """:func:`fourier_features` of ``(N, in)`` rows as one fused pass (``torch.compile``, see
+    :func:`~monai_kan.layers.fused_kernels_enabled`) that writes the ``(N, 2 * in * G)`` features directly, instead of
+    the angle, cosine, sine and stacked copies of eager mode (about twice as fast on CPU); the backward
+    recomputes the harmonics from ``x``. Only used when fused kernels are on."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, frequencies)
+        return run_kernel("fourier_features", fourier_features, [(x, (0,)), (frequencies, ())])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], None]:
+        x, frequencies = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        tensors = [(x, (0,)), (frequencies, ()), (grad.contiguous(), (0,))]
+        return run_kernel("fourier_features_backward", _features_backward, tensors), None
 
 
 class FourierKANLinear(nn.Module):
@@ -19,7 +63,8 @@ class FourierKANLinear(nn.Module):
     Matches the basic FourierKAN implementation the KAE paper uses as a baseline (``gridsize = 5``, bias added,
     no smooth initialisation: coefficients ``~ N(0, 1) / (sqrt(in_features) * sqrt(grid_size))``). Evaluated as one
     matrix product of the ``2 * G * in_features`` harmonic features with the flattened coefficients, so no
-    ``(batch, out, in)`` tensor is formed.
+    ``(batch, out, in)`` tensor is formed; with fused kernels on (the default) the features come from one compiled
+    pass whose backward recomputes them.
 
     Args:
         in_features: size of the last input dimension.
@@ -73,11 +118,21 @@ class FourierKANLinear(nn.Module):
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"FourierKANLinear expected input of shape (..., {self.in_features}), got {list(x.shape)}.")
         check_floating_input(x, "FourierKANLinear")
-        angles = x.unsqueeze(-1) * self.frequencies.to(x.dtype)  # (..., in, G)
-        features = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-3)  # (..., 2, in, G)
-        features = features.flatten(-3)  # (..., 2 * in * G), same order as the coefficients below
-        weight = self.fourier_coeffs.transpose(0, 1).reshape(self.out_features, -1)
+        frequencies = self.frequencies.to(x.dtype)
+        if torch.jit.is_scripting():
+            features = fourier_features(x, frequencies)  # (..., 2 * G * in), same order as the coefficients below
+        else:
+            features = self._features(x, frequencies)
+        weight = self.fourier_coeffs.permute(1, 0, 3, 2).reshape(self.out_features, -1)  # (out, 2 * G * in)
         return F.linear(features, weight, self.bias)
+
+    @torch.jit.unused
+    def _features(self, x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
+        if not fused_kernels_enabled():
+            return fourier_features(x, frequencies)
+        rows = x.reshape(-1, self.in_features).contiguous()
+        out = _FourierFeatures.apply(rows, frequencies)
+        return out.reshape(list(x.shape[:-1]) + [out.shape[-1]])
 
     def extra_repr(self) -> str:
         return (

@@ -38,24 +38,37 @@ def mexican_hat_edges(x: torch.Tensor, scale: torch.Tensor, translation: torch.T
     return (psi * weight).sum(-1) * (2.0 / (math.sqrt(3.0) * math.pi**0.25))  # literal: TorchScript takes no globals
 
 
-def _edges_backward_recompute(x, scale, translation, weight, grad_out):
-    """Gradients of :func:`mexican_hat_edges` from its inputs alone (the fused kernel recomputes ``u``)."""
-    inv_scale = 1.0 / scale
-    u = (x.unsqueeze(1) - translation) * inv_scale
+def _edges_forward_t(x_t: torch.Tensor, scale: torch.Tensor, translation: torch.Tensor, weight: torch.Tensor):
+    """:func:`mexican_hat_edges` on transposed rows, for the fused kernel: ``x_t (in, N)`` -> ``y_t (out, N)``.
+
+    The intermediate is laid out ``(out, in, N)``, batch innermost: the sum over ``in`` then adds whole contiguous
+    rows, and the backward's sums over the batch are contiguous too (about twice as fast as ``(N, out, in)``)."""
+    u = (x_t.unsqueeze(0) - translation.unsqueeze(-1)) / scale.unsqueeze(-1)
+    u2 = u * u
+    return ((u2 - 1.0) * torch.exp(-0.5 * u2) * weight.unsqueeze(-1)).sum(1) * _MEXICAN_HAT_C
+
+
+def _edges_backward_t(x_t, scale, translation, weight, grad_t):
+    """Gradients of :func:`mexican_hat_edges` from its inputs alone (the fused kernel recomputes ``u``), transposed
+    like :func:`_edges_forward_t`: ``x_t (in, N)``, ``grad_t (out, N)`` -> ``grad_x_t (in, N)`` and the gradients of
+    ``scale``, ``translation`` and ``weight`` ``(out, in)``."""
+    inv_scale = (1.0 / scale).unsqueeze(-1)
+    u = (x_t.unsqueeze(0) - translation.unsqueeze(-1)) * inv_scale  # (out, in, N)
     u2 = u * u
     gauss = torch.exp(-0.5 * u2)
-    g = (grad_out * _MEXICAN_HAT_C).unsqueeze(-1)
-    grad_weight = ((u2 - 1.0) * gauss * g).sum(0)
-    grad_u = u * (3.0 - u2) * gauss * g * weight  # d psi / du = u (3 - u^2) exp(-u^2 / 2)
-    grad_x = (grad_u * inv_scale).sum(1)
-    grad_translation = -grad_u.sum(0) * inv_scale
-    grad_scale = -(grad_u * u).sum(0) * inv_scale  # du/ds = -u / s
-    return grad_x, grad_scale, grad_translation, grad_weight
+    g = (grad_t * _MEXICAN_HAT_C).unsqueeze(1)  # (out, 1, N)
+    grad_weight = ((u2 - 1.0) * gauss * g).sum(-1)
+    grad_u = u * (3.0 - u2) * gauss * g * weight.unsqueeze(-1)  # d psi / du = u (3 - u^2) exp(-u^2 / 2)
+    grad_x_t = (grad_u * inv_scale).sum(0)
+    inv = inv_scale.squeeze(-1)
+    grad_translation = -grad_u.sum(-1) * inv
+    grad_scale = -(grad_u * u).sum(-1) * inv  # du/ds = -u / s
+    return grad_x_t, grad_scale, grad_translation, grad_weight
 
 
 def _fused(name: str, fn: Callable, *tensors: torch.Tensor) -> torch.Tensor:
-    # the batch (first dim of x and grad_out) is dynamic; the layer's own shapes are its configuration
-    return run_kernel(name, fn, [(t, (0,) if i == 0 or i == 4 else ()) for i, t in enumerate(tensors)])
+    # the batch (last dim of x_t and grad_t, the first and fifth tensors) is dynamic; the layer's shapes are static
+    return run_kernel(name, fn, [(t, (1,) if i == 0 or i == 4 else ()) for i, t in enumerate(tensors)])
 
 
 class _MexicanHatEdges(torch.autograd.Function):
@@ -72,8 +85,9 @@ class _MexicanHatEdges(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, scale: torch.Tensor, translation: torch.Tensor, weight: torch.Tensor):
         ctx.fused = fused_kernels_enabled()
         if ctx.fused:
-            ctx.save_for_backward(x, scale, translation, weight)
-            return _fused("wavelet_forward", mexican_hat_edges, x, scale, translation, weight)
+            x_t = x.t().contiguous()
+            ctx.save_for_backward(x_t, scale, translation, weight)
+            return _fused("wavelet_forward_t", _edges_forward_t, x_t, scale, translation, weight).t()
         inv_scale = scale.reciprocal()
         u = (x.unsqueeze(1) - translation).mul_(inv_scale)
         u2 = u * u
@@ -84,7 +98,9 @@ class _MexicanHatEdges(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if ctx.fused:
-            return _fused("wavelet_backward", _edges_backward_recompute, *ctx.saved_tensors, grad_out.contiguous())
+            grad_t = grad_out.t().contiguous()
+            grad_x_t, *grads = _fused("wavelet_backward_t", _edges_backward_t, *ctx.saved_tensors, grad_t)
+            return (grad_x_t.t(), *grads)
         u, gauss, inv_scale, weight = ctx.saved_tensors
         g = (grad_out * _MEXICAN_HAT_C).unsqueeze(-1)  # (N, out, 1)
         u2 = u * u
