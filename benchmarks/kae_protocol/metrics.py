@@ -12,6 +12,7 @@ __all__ = [
     "reconstruction_mse",
     "pairwise_sq_distances",
     "recall_at_k",
+    "class_balanced_subset",
     "nearest_neighbor_accuracy",
     "add_gaussian_noise",
     "add_salt_and_pepper_noise",
@@ -121,6 +122,33 @@ def recall_at_k(
     retrieved = dz.topk(n_retrieved, dim=1, largest=False).indices
     hit = torch.zeros_like(dx, dtype=torch.bool).scatter_(1, retrieved, True)  # (N, N) membership of retrieved
     return float(hit.gather(1, truth).sum(1).double().div(k).mean())
+
+
+def class_balanced_subset(labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """Indices of the first ``per_class`` samples of every class, in the order the samples are stored.
+
+    The KAE authors' similarity-search set (``RetrieverPack.utils.get_x``, ``label_num=100`` on the unshuffled
+    test loader): the first 100 test images of each of the 10 classes, the same 1,000 for every seed. The indices
+    are grouped by class, classes in order of first appearance (the order does not change Recall@k); a class with
+    fewer samples contributes all of them.
+
+    Args:
+        labels: ``(N,)`` class labels in storage order.
+        per_class: samples to take from each class.
+
+    Raises:
+        ValueError: ``labels`` is not 1D, or ``per_class`` is not positive.
+    """
+    if labels.dim() != 1:
+        raise ValueError(f"`labels` must be 1D, got shape {list(labels.shape)}.")
+    if per_class < 1:
+        raise ValueError(f"`per_class` must be positive, got {per_class!r}.")
+    picked: dict = {}
+    for i, label in enumerate(labels.tolist()):
+        members = picked.setdefault(label, [])
+        if len(members) < per_class:
+            members.append(i)
+    return torch.tensor([i for members in picked.values() for i in members], dtype=torch.long)
 
 
 def nearest_neighbor_accuracy(

@@ -68,7 +68,8 @@ def paper_value(metric: str, model: str, dataset: str, latent_dim: int) -> Optio
 
     Args:
         metric: a key of :data:`PAPER_TABLES` (``"recon_mse"``, ``"recall"``, ``"knn_acc"``, ``"gauss"``, ``"sp"``).
-        model: a model key of the benchmark, e.g. ``"kae3"``.
+        model: a model key of the benchmark, e.g. ``"kae3"`` (``"kae3e"``, the same KAE with edge constants, gets
+            the same value).
         dataset: ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"`` or ``"cifar100"``.
         latent_dim: 16 or 32.
     """
@@ -76,6 +77,15 @@ def paper_value(metric: str, model: str, dataset: str, latent_dim: int) -> Optio
     if column is None or latent_dim not in (16, 32):
         return None
     table = PAPER_TABLES.get(metric, {})
+    model = _paper_key(model)
     if model not in table:
         return None
     return table[model][column + (0 if latent_dim == 16 else 1)]
+
+
+def _paper_key(model: str) -> str:
+    """The paper's row for a benchmark model: both KAE parametrisations (``kae3``, ``kae3e``) are the paper's KAE."""
+    from .models import MODEL_SPECS
+
+    spec = MODEL_SPECS.get(model)
+    return spec.paper_key if spec is not None and spec.paper_key is not None else model

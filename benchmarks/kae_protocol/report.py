@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .models import MODEL_SPECS, PAPER_MODELS
+from .models import EDGE_PAPER_MODELS, MODEL_SPECS, PAPER_MODELS
 from .paper_tables import PAPER_DATASET_COLUMNS, paper_value
 
 __all__ = ["cell_stats", "render_report", "DATASET_INFO"]
@@ -100,13 +100,22 @@ def _ranks(values: Sequence[float]) -> np.ndarray:
 
 
 def _agreement(results: dict, metric: str, paper_metric: str) -> List[str]:
-    """Per column: our best paper model vs the paper's, and Spearman's rho between our means and the paper's."""
+    """Per column and KAE parametrisation: our best paper model vs the paper's, and Spearman's rho between our means
+    and the paper's."""
+    out = []
+    sets = ((PAPER_MODELS, "KAE with per-output bias"), (EDGE_PAPER_MODELS, "KAE with edge constants"))
+    for model_set, which in sets:
+        out += _agreement_of(results, metric, paper_metric, model_set, which)
+    return out
+
+
+def _agreement_of(results: dict, metric: str, paper_metric: str, model_set: Sequence[str], which: str) -> List[str]:
     out = []
     for ds, d in _columns(results):
         if ds not in PAPER_DATASET_COLUMNS:
             continue
         ours, theirs, keys = [], [], []
-        for key in PAPER_MODELS:
+        for key in model_set:
             stats = cell_stats(results["cells"].get(f"{ds}/{d}/{key}", {}), metric)
             ref = paper_value(paper_metric, key, ds, d)
             if stats is not None and ref is not None:
@@ -120,11 +129,70 @@ def _agreement(results: dict, metric: str, paper_metric: str) -> List[str]:
         best_paper = keys[int(np.argmin(sign * np.asarray(theirs)))]
         rho = float(np.corrcoef(_ranks(ours), _ranks(theirs))[0, 1]) if len(keys) > 2 else float("nan")
         out.append(
-            f"- {DATASET_INFO.get(ds, (ds,))[0]} d={d}: best of the paper's models, ours "
-            f"**{MODEL_SPECS[best_ours].label}**, paper **{MODEL_SPECS[best_paper].label}**; Spearman rank correlation "
-            f"of the {len(keys)} models' values with the paper's: {rho:+.2f}."
+            f"- {DATASET_INFO.get(ds, (ds,))[0]} d={d}, {which}: best of the paper's models, ours "
+            f"**{MODEL_SPECS[best_ours].label}**, paper **{MODEL_SPECS[MODEL_SPECS[best_paper].paper_key].label}**; "
+            f"Spearman rank correlation of the {len(keys)} models' values with the paper's: {rho:+.2f}."
         )
     return out
+
+
+def _recall_protocol(p: dict) -> str:
+    k, n = p["recall_k"], p["recall_samples"]
+    if p.get("recall_sampling", "random") == "per-class":
+        drawn = (f"{n} test samples, the first {n}/n_classes of each class in file order, the same set for every "
+                 "seed (the authors' code, `RetrieverPack.get_x` with `label_num=100`; the paper's text says "
+                 "'randomly selected', Table 3b shows that variant)")
+    else:
+        drawn = f"{n} random test samples (a new draw per seed, the paper's text)"
+    return (f"{drawn}; ground truth the {k} nearest in pixel space, retrieved the {k} nearest in latent space (the "
+            "code after the encoder's ReLU, as the authors' `encode`), squared Euclidean distance (faiss "
+            "`IndexFlatL2` in the authors' code), no normalisation, the query itself part of the database (so it "
+            "counts as a hit), class labels not used; recall = |truth ∩ retrieved| / k, averaged over queries.")
+
+
+def _recall_variants(results: dict) -> List[str]:
+    """Table 3b: Recall@k with one choice of the protocol changed at a time, per dataset and latent size."""
+    variants = [("recall", "reported (Table 3)"), ("recall_per_class", "first n/class (authors' code)"),
+                ("recall_random", "random subset (paper's text)"), ("recall_no_self", "query excluded"),
+                ("recall_cosine", "cosine distance"), ("recall_pre_relu", "latent before ReLU")]
+    lines: List[str] = []
+    for ds, d in _columns(results):
+        head = ["Model"] + [label for _, label in variants] + ["paper"]
+        lines += ["", f"{DATASET_INFO.get(ds, (ds,))[0]} d={d}:", "", "| " + " | ".join(head) + " |",
+                  "|" + "---|" * len(head)]
+        for key in _models(results):
+            cell = results["cells"].get(f"{ds}/{d}/{key}", {})
+            row = [MODEL_SPECS[key].label]
+            for metric, _ in variants:
+                stats = cell_stats(cell, metric)
+                row.append("—" if stats is None else f"{stats[0]:.3f} ± {stats[1]:.3f}")
+            row.append(_fmt(paper_value("recall", key, ds, d), 3))
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _kae_parametrisations(results: dict) -> List[str]:
+    """The KAE rows of Tables 2 and 3 side by side: per-output bias, edge constants, paper."""
+    lines: List[str] = []
+    for ds, d in _columns(results):
+        rows = []
+        for order in (1, 2, 3):
+            out_cell = results["cells"].get(f"{ds}/{d}/kae{order}", {})
+            edge_cell = results["cells"].get(f"{ds}/{d}/kae{order}e", {})
+            if not out_cell.get("runs") and not edge_cell.get("runs"):
+                continue
+            row = [f"KAE (p={order})"]
+            for metric, digits in (("recon_mse", 4), ("recall", 3)):
+                for cell in (out_cell, edge_cell):
+                    stats = cell_stats(cell, metric)
+                    row.append("—" if stats is None else f"{stats[0]:.{digits}f} ± {stats[1]:.{digits}f}")
+                row.append(_fmt(paper_value(metric, f"kae{order}", ds, d), 3))
+            rows.append("| " + " | ".join(row) + " |")
+        if rows:
+            lines += ["", f"{DATASET_INFO.get(ds, (ds,))[0]} d={d}:", "",
+                      "| Model | MSE, per-output bias | MSE, edge constants | MSE, paper | Recall@10, per-output bias "
+                      "| Recall@10, edge constants | Recall@10, paper |", "|---|---|---|---|---|---|---|"] + rows
+    return lines
 
 
 def render_report(results: dict, meta: dict) -> str:
@@ -185,12 +253,18 @@ def render_report(results: dict, meta: dict) -> str:
         f"{order}.",
         "- Models: AE (linear layers), KAN (efficient-kan B-splines: grid 5, order 3, range [-1, 1], SiLU base), "
         "FourierKAN (grid 5, bias, no smooth init), WavKAN (Mexican hat, batch norm after each layer as in the "
-        "official Wav-KAN code, its unused `weight1` left out), KAE p = 1, 2, 3; plus, beyond the paper, a tuned "
-        "MLP autoencoder `784-h-d-h-784` with one hidden ReLU layer of width h on each side.",
+        "official Wav-KAN code, its unused `weight1` left out), KAE p = 1, 2, 3 in two parametrisations of eq. 3's "
+        "constant term (same functions, different training): **KAE (p)**, `KAELayer(constant=\"output\")`, the "
+        "constants of one output summed into one bias; **KAE (p, edge constants)**, `constant=\"edge\"`, one "
+        "learnable order-0 coefficient per edge (initialised N(0, 0.01^2)) plus the bias, as the authors' code "
+        "stores it. Every edge constant of an output receives that output's bias gradient, so Adam moves their sum "
+        "about `in_features` times faster than a single bias. Plus, beyond the paper, a tuned MLP autoencoder "
+        "`784-h-d-h-784` with one hidden ReLU layer of width h on each side.",
+        f"- Optimiser: `torch.optim.Adam` with L2 weight decay (PyTorch's fused implementation, the same update), "
+        f"batch {p['batch_size']}.",
         f"- Reconstruction MSE: mean over every pixel of the test set. Recall@{p['recall_k']}: "
-        f"{p['recall_samples']} random test samples (a new draw per seed), ground truth the {p['recall_k']} nearest "
-        "in pixel space, retrieved the nearest in latent space, the query itself part of the database (as in the "
-        "authors' code). 1-NN: training-set codes as the reference, all test samples classified.",
+        + _recall_protocol(p)
+        + " 1-NN: training-set codes as the reference, all test samples classified.",
         f"- Denoising: the trained autoencoder (no fine-tuning) reconstructs noisy test images; MSE against the "
         f"clean image (the paper's text). Gaussian noise std **{p['gaussian_std']}** (the paper gives no level; "
         f"flag `--gaussian-std`), not clipped. Salt-and-pepper: each pixel set to 0 with probability "
@@ -222,14 +296,25 @@ def render_report(results: dict, meta: dict) -> str:
     for name, cell in cells.items():
         ds, d, key = name.split("/")
         chosen = cell.get("selected", {})
-        per = "; ".join(f"{_cfg(r['config'])}: {r['val_mse']:.5f}" for r in cell.get("selection", [])) or "—"
+        records = cell.get("selection") or [cell["selection_runs"][i] for i in sorted(cell.get("selection_runs", {}))]
+        per = "; ".join(f"{_cfg(r['config'])}: {r['val_mse']:.5f}" for r in records) or "—"
         lines.append(f"| {DATASET_INFO.get(ds, (ds,))[0]} d={d} {MODEL_SPECS[key].label} | {_cfg(chosen)} | {per} |")
 
+    kae = _kae_parametrisations(results)
+    if kae:
+        lines += ["", "## KAE: the two parametrisations of the constant term beside the paper", "",
+                  "Table 2 (reconstruction MSE) and Table 3 (Recall@10) rows of KAE, mean ± std over the seeds; both "
+                  "parametrisations selected on validation data like every model."] + kae
     for title, metric, paper_metric, digits in _TABLES:
         lines += ["", f"## {title}", ""] + _metric_table(results, metric, paper_metric, digits)
         agreement = _agreement(results, metric, paper_metric)
         if agreement:
             lines += [""] + agreement
+        if metric == "recall":
+            lines += ["", "## Table 3b: Recall@10 with one choice of the protocol changed", "",
+                      "Each column changes one thing against the reported Recall@10 (Table 3) and keeps the rest; "
+                      "the same trained models and seeds. The first-n-per-class column is the authors' sampling, "
+                      "the random column the paper's text."] + _recall_variants(results)
     lines += [
         "",
         "## Table 5b: denoising MSE against the noisy input (the authors' code's convention)",
@@ -247,6 +332,13 @@ def _cfg(config: dict) -> str:
         return "—"
     text = f"lr {config['lr']:g}, wd {config['weight_decay']:g}"
     return text + (f", h {int(config['hidden'])}" if "hidden" in config else "")
+
+
+def _is_one_seed_protocol(scope: dict) -> bool:
+    """An invocation that ran the whole one-seed protocol of one dataset and latent size from scratch."""
+    return (len(scope.get("datasets", [])) == 1 and len(scope.get("latent_dims", [])) == 1
+            and len(scope.get("seeds", [])) == 1 and scope.get("reused", 1) == 0
+            and sorted(scope.get("models", [])) in (sorted(PAPER_MODELS), sorted(EDGE_PAPER_MODELS)))
 
 
 def _cost_section(results: dict, meta: dict) -> List[str]:
@@ -273,21 +365,56 @@ def _cost_section(results: dict, meta: dict) -> List[str]:
         "",
         "## Speed of the protocol",
         "",
-        "Whole protocol for one dataset and one latent size, the seven models of the paper, one seed: the "
-        "selection runs (4 configurations each) plus one final training and evaluation per model, measured in "
-        "this run.",
+        "Wall-clock time of each invocation of the script that made these results, as measured by the script "
+        "(start to end, data loading and worker start-up included). Trainings are tasks (one per grid entry of a "
+        "selection, one per final seed); finished ones are saved at once and reused by a resumed invocation.",
         "",
-        "| Dataset, d | selection (s) | one seed: train + evaluate (s) | **one-seed protocol (min)** |",
-        "|---|---|---|---|",
+    ]
+    runs = meta.get("invocations", [])
+    for n, run in enumerate(runs, 1):
+        scope = run.get("scope")
+        if scope is None:
+            continue
+        if _is_one_seed_protocol(scope):
+            lines.append(
+                f"- **One dataset x one latent size x the seven paper models x one seed, with the 4-configuration "
+                f"grid, from scratch: {run['wall_time'] / 60:.1f} min wall** (invocation {n}, "
+                f"{scope['trainings_run']} trainings: {scope['selection_run']} for the selection, {scope['seed_run']} "
+                f"final trainings + evaluations)."
+            )
+    lines += ["", "| # | command | trainings run (selection + final) | reused | workers x threads | load average "
+              "(start, end) | wall time (min) |", "|---|---|---|---|---|---|---|"]
+    for n, run in enumerate(runs, 1):
+        scope = run.get("scope") or {}
+        load = run.get("load_average")
+        load_text = "—" if not load else f"{load[0]:.1f}, {load[1]:.1f}"
+        lines.append(
+            f"| {n} | `{run['command']}` | {scope.get('selection_run', '—')} + {scope.get('seed_run', '—')} | "
+            f"{scope.get('reused', '—')} | {run.get('workers', 1)} x {run.get('threads', 1)} | {load_text} | "
+            f"{run['wall_time'] / 60:.1f} |"
+        )
+    lines += [
+        "",
+        "The machine is shared: a load average above its 2 cores means other jobs took part of them. Sum of the "
+        "training (and evaluation) times per dataset and latent size, the seven paper models, one seed (what one "
+        "worker alone would need):",
+        "",
+        "| Dataset, d | KAE | selection (s) | one seed: train + evaluate (s) | sum (min) |",
+        "|---|---|---|---|---|",
     ]
     for ds, d in cols:
-        sel = one = 0.0
-        for key in PAPER_MODELS:
-            cell = cells.get(f"{ds}/{d}/{key}")
-            if not cell or not cell.get("runs"):
-                continue
-            sel += cell.get("selection_time", 0.0)
-            first = next(iter(cell["runs"].values()))
-            one += first["train_time"] + first["eval_time"]
-        lines.append(f"| {DATASET_INFO.get(ds, (ds,))[0]}, {d} | {sel:.0f} | {one:.0f} | {(sel + one) / 60:.1f} |")
+        for model_set, which in ((PAPER_MODELS, "per-output bias"), (EDGE_PAPER_MODELS, "edge constants")):
+            sel = one = 0.0
+            complete = True
+            for key in model_set:
+                cell = cells.get(f"{ds}/{d}/{key}")
+                if not cell or not cell.get("runs"):
+                    complete = False
+                    continue
+                sel += cell.get("selection_time", 0.0)
+                first = next(iter(cell["runs"].values()))
+                one += first["train_time"] + first["eval_time"]
+            if complete:
+                lines.append(f"| {DATASET_INFO.get(ds, (ds,))[0]}, {d} | {which} | {sel:.0f} | {one:.0f} | "
+                             f"{(sel + one) / 60:.1f} |")
     return lines
