@@ -122,6 +122,14 @@ def _subset(splits: ImageSplits, max_train: int, max_test: int) -> ImageSplits:
     return ImageSplits(tx, ty, vx, vy, splits.source + (" (random subset)" if (max_train or max_test) else ""))
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished worker processes."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _load_average() -> Optional[float]:
     try:
         return round(os.getloadavg()[0], 2)
@@ -164,6 +172,7 @@ def main(argv=None) -> int:
         print(f"wrote {args.output} from {args.json}")
         return 0
     start, started = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
+    cpu_start = _cpu_seconds()
     threads = max(1, args.threads)
     workers = args.workers or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -198,6 +207,7 @@ def main(argv=None) -> int:
 
     def save(res: dict, meta: Optional[dict] = None) -> None:
         this_run["wall_time"] = time.perf_counter() - start
+        this_run["cpu_time"] = _cpu_seconds() - cpu_start  # workers count once they have exited
         this_run["load_average"][1] = _load_average()
         sel, seed = _done_trainings(res, names)
         this_run["scope"].update(selection_run=sel - done_before[0], seed_run=seed - done_before[1],

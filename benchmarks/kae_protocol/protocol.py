@@ -281,27 +281,27 @@ def _train_one(key: str, x: torch.Tensor, latent_dim: int, config: dict, seed: i
     torch.manual_seed(seed)  # model initialisation
     model = build_model(key, x.shape[1], latent_dim, config)
     gen = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     history = train_autoencoder(
         model, x, config["lr"], config["weight_decay"], cfg.epochs, cfg.batch_size, cfg.shuffle, gen
     )
-    return model, time.perf_counter() - t0, history
+    return model, time.perf_counter() - t0, history, time.process_time() - c0
 
 
 def _select_one(key: str, split: Tuple[torch.Tensor, torch.Tensor], latent_dim: int, config: dict,
                 cfg: ProtocolConfig) -> dict:
     fit_x, val_x = split
-    model, seconds, _ = _train_one(key, fit_x, latent_dim, config, cfg.seeds[0], cfg)
+    model, seconds, _, cpu = _train_one(key, fit_x, latent_dim, config, cfg.seeds[0], cfg)
     val = reconstruction_mse(batched_apply(model, val_x, cfg.eval_batch_size), val_x)
-    return {"config": dict(config), "val_mse": val, "train_time": seconds}
+    return {"config": dict(config), "val_mse": val, "train_time": seconds, "train_cpu": cpu}
 
 
 def _final_one(key: str, data: _Data, latent_dim: int, config: dict, seed: int, cfg: ProtocolConfig) -> dict:
-    model, seconds, history = _train_one(key, data.x_train, latent_dim, config, seed, cfg)
-    t0 = time.perf_counter()
+    model, seconds, history, cpu = _train_one(key, data.x_train, latent_dim, config, seed, cfg)
+    t0, c0 = time.perf_counter(), time.process_time()
     metrics = evaluate_autoencoder(model, data, cfg, seed)
     metrics.update(train_time=seconds, eval_time=time.perf_counter() - t0, final_train_loss=history[-1],
-                   params=count_parameters(model))
+                   params=count_parameters(model), train_cpu=cpu, eval_cpu=time.process_time() - c0)
     return metrics
 
 
@@ -320,8 +320,8 @@ def select_configuration(
         log: progress printer.
 
     Returns:
-        the chosen configuration, one record per grid entry (``config``, ``val_mse``, ``train_time``), and the
-        wall time of the selection in seconds.
+        the chosen configuration, one record per grid entry (``config``, ``val_mse``, ``train_time``,
+        ``train_cpu``: wall and CPU seconds), and the wall time of the selection in seconds.
     """
     if cfg.selection == "fixed" and key != "mlp":
         return dict(AUTHORS_CONFIG), [], 0.0
