@@ -419,7 +419,8 @@ def test_benchmark_quick_end_to_end(tmp_path, capsys):
     script = _load_script()
     out, raw = tmp_path / "results.md", tmp_path / "results.json"
     rc = script.main(["--quick", "--datasets", "synthetic", "--latent-dims", "4", "--max-train", "300",
-                      "--max-test", "100", "--threads", "1", "--no-fused", "--output", str(out), "--json", str(raw)])
+                      "--max-test", "100", "--threads", "1", "--workers", "1", "--no-fused", "--output", str(out),
+                      "--json", str(raw)])
     assert rc == 0
     text = out.read_text()
     for spec in MODEL_SPECS.values():
@@ -433,10 +434,12 @@ def test_benchmark_quick_end_to_end(tmp_path, capsys):
     assert out.read_text() == text
     # resuming a finished run trains nothing and lists both invocations
     args = ["--quick", "--datasets", "synthetic", "--latent-dims", "4", "--max-train", "300", "--max-test", "100",
-            "--threads", "1", "--no-fused", "--output", str(out), "--json", str(raw), "--resume"]
+            "--threads", "1", "--no-fused", "--output", str(out), "--json", str(raw), "--resume"]  # default workers
     assert script.main(args) == 0
     assert "select" not in capsys.readouterr().out
     assert "its 2 invocations" in out.read_text()
+    invocations = json.loads(raw.read_text())["results"]["invocations"]
+    assert invocations[1]["scope"]["trainings_run"] == 0 and invocations[1]["scope"]["reused"] > 0
     assert script.main(args[:-1] + ["--epochs", "1"] + ["--resume"]) == 2  # other settings: refused
 
 

@@ -520,6 +520,8 @@ def run_protocol(
             log(f"[{task[0]}] chosen {_fmt_config(cells[task[0]]['selected'])}")
         notify()
 
+    if not ready():
+        return results
     if workers == 1:
         context = _Context(data, cfg)
         while True:
