@@ -219,7 +219,7 @@ def test_missing_image_names_file(tmp_path):
     wf.initialize()
     with pytest.raises(Exception) as info:
         wf.run()
-    assert "DatasetError: image file" in error_chain(info.value)
+    assert "DatasetNotFoundError: image file" in error_chain(info.value)
     assert "phantom_002.nii.gz does not exist" in error_chain(info.value)
 
 

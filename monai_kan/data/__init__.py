@@ -18,7 +18,12 @@ Data sets (all written through :mod:`~monai_kan.data.msd_writer`):
 Pipelines:
 
 * :mod:`~monai_kan.data.transforms`: salt-and-pepper noise (one rule, explicit total ``amount``), the denoising
-  bundle's fixed noisy copies (:func:`add_noise`), checked 2D slice loading (:class:`LoadSlice2Dd`).
+  bundle's fixed noisy copies (:func:`add_noise`), loading whose errors name the file (:class:`CheckedLoadImaged`,
+  MONAI's ``LoadImaged`` with channel checks; :class:`LoadSlice2Dd` for 2D slices).
+
+Data errors are :class:`DatasetError` (a ``ValueError``; :class:`DatasetNotFoundError` is also a
+``FileNotFoundError``, :class:`DatasetReadError` also a ``RuntimeError``), one line naming the file and what was
+expected; :func:`monai_kan.handlers.exit_on_data_error` makes a bundle command end with that line and exit status 1.
 * :mod:`~monai_kan.data.denoising_splits`: the denoising bundle's train / validation / test lists and noisy pairs.
 """
 
@@ -28,6 +33,7 @@ from .msd import (
     CheckLabeld,
     DatasetError,
     DatasetNotFoundError,
+    DatasetReadError,
     check_case,
     load_msd_datalist,
     read_datalist,
@@ -38,6 +44,7 @@ from .msd_writer import FolderExistsError, new_msd_folder, write_slice_dataset
 from .phantoms import PHANTOM_LABELS, default_phantom_params, ensure_phantom_dataset, make_phantom, write_phantom_dataset
 from .synthetic_slices import SYNTHETIC_SHAPES, make_synthetic_dataset, synthetic_slice
 from .transforms import (
+    CheckedLoadImaged,
     LoadSlice2Dd,
     RandSaltPepperNoise,
     RandSaltPepperNoised,
@@ -52,8 +59,10 @@ __all__ = [
     "PHANTOM_LABELS",
     "SYNTHETIC_SHAPES",
     "CheckLabeld",
+    "CheckedLoadImaged",
     "DatasetError",
     "DatasetNotFoundError",
+    "DatasetReadError",
     "FolderExistsError",
     "LoadSlice2Dd",
     "RandSaltPepperNoise",

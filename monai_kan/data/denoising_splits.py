@@ -22,7 +22,7 @@ import numpy as np
 from monai.transforms import LoadImage, SaveImage
 
 from monai_kan.data.mni152 import make_mni152_dataset
-from monai_kan.data.msd import read_datalist
+from monai_kan.data.msd import DatasetError, DatasetNotFoundError, read_datalist
 from monai_kan.data.synthetic_slices import make_synthetic_dataset
 from monai_kan.data.transforms import add_noise, load_slice
 
@@ -62,7 +62,7 @@ def prepare_denoising_data(
     if dataset_dir:
         root = Path(dataset_dir).expanduser().resolve()
         if not (root / "dataset.json").is_file():
-            raise FileNotFoundError(
+            raise DatasetNotFoundError(
                 f"dataset_dir '{root}' has no dataset.json; expected a Decathlon-style folder "
                 "(dataset.json with 'training' and 'test' lists of 2D images)."
             )
@@ -102,10 +102,10 @@ def denoising_datalist(data_root: PathLike, split: str, num_val: Union[int, floa
         n_val = min(max(n_val, 1), max(len(paths) - 1, 0))
         paths = paths[len(paths) - n_val :] if split == "validation" else paths[: len(paths) - n_val]
     if not paths:
-        raise ValueError(f"split '{split}' of '{root / 'dataset.json'}' is empty ('{key}' lists {len(entries)}).")
+        raise DatasetError(f"split '{split}' of '{root / 'dataset.json'}' is empty ('{key}' lists {len(entries)}).")
     for path in paths:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"image file not found: '{path}' (listed in '{root / 'dataset.json'}').")
+            raise DatasetNotFoundError(f"image file not found: '{path}' (listed in '{root / 'dataset.json'}').")
     return [{"image": p} for p in paths]
 
 
@@ -174,8 +174,8 @@ def image_files(input_dir: PathLike) -> List[Dict[str, str]]:
     """
     folder = Path(input_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"input folder not found: '{folder}'.")
+        raise DatasetNotFoundError(f"input folder not found: '{folder}' (expected a folder of 2D images).")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
-        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in '{folder}'.")
+        raise DatasetError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in '{folder}'.")
     return [{"image": str(p.resolve())} for p in files]

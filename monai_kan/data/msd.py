@@ -6,6 +6,7 @@ functions here turn it into MONAI data lists with absolute paths, and fail loudl
 otherwise surface as an obscure error deep in a training run (or worse, be skipped silently):
 
 * a missing or unreadable (corrupt) image or label file,
+* an image with another number of channels than the network takes (``in_channels``), a label with more than one,
 * an image and a label whose spatial shapes differ,
 * label values that are not integers in ``[0, num_classes - 1]``,
 * an empty or missing list.
@@ -16,7 +17,9 @@ generators and the denoising splits all go through them.
 
 Header checks (:func:`load_msd_datalist`) are cheap and run on the whole list before training starts; label values
 need the voxels, so they are checked as the data is loaded, by the :class:`CheckLabeld` transform (or up front with
-``check="full"``).
+``check="full"``). Every such error is a :class:`DatasetError` with a one-line message that names the file and says
+what was expected: :func:`monai_kan.handlers.exit_on_data_error` makes a bundle command end with that line and exit
+status 1.
 
 Example::
 
@@ -39,6 +42,7 @@ __all__ = [
     "CheckLabeld",
     "DatasetError",
     "DatasetNotFoundError",
+    "DatasetReadError",
     "check_case",
     "load_msd_datalist",
     "read_dataset_json",
@@ -54,7 +58,17 @@ class DatasetError(ValueError):
 
 
 class DatasetNotFoundError(DatasetError, FileNotFoundError):
-    """The dataset folder or its ``dataset.json`` does not exist (both a ``ValueError`` and a ``FileNotFoundError``)."""
+    """A dataset folder, ``dataset.json`` or data file does not exist (a ``ValueError`` and a ``FileNotFoundError``)."""
+
+
+class DatasetReadError(DatasetError, RuntimeError):
+    """A data file exists but cannot be read: corrupt, truncated or not an image (also a ``RuntimeError``, as the
+    readers' own errors are)."""
+
+
+def _one_line(error: BaseException) -> str:
+    """``"<type>: <message>"`` of a reader's error on one line (data errors end a bundle run in one line)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def read_dataset_json(dataset_dir: "str | os.PathLike") -> Dict[str, Any]:
@@ -86,18 +100,26 @@ def read_dataset_json(dataset_dir: "str | os.PathLike") -> Dict[str, Any]:
     return meta
 
 
-def _read_header(path: str) -> Tuple[int, ...]:
-    """Spatial shape from the file header (NIfTI through nibabel, other formats through SimpleITK)."""
+def _read_header(path: str) -> Tuple[Tuple[int, ...], int]:
+    """Spatial shape and channel count from the file header, as MONAI's readers will load the file.
+
+    NIfTI (nibabel): the first ``min(ndim, 3)`` axes are spatial and a 4th axis holds the channels (MONAI's
+    ``NibabelReader``); more axes are refused. Other formats (SimpleITK): the image size and the components per pixel.
+    """
     if path.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
-        return tuple(int(s) for s in nib.load(path).shape)
+        shape = tuple(int(s) for s in nib.load(path).shape)
+        if len(shape) > 4:
+            raise DatasetError(f"{path} has {len(shape)} axes (shape {list(shape)}); expected up to 3 spatial axes "
+                               f"and at most one channel axis.")
+        return shape[:3], (shape[3] if len(shape) == 4 else 1)
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     reader.ReadImageInformation()
-    return tuple(int(s) for s in reader.GetSize())
+    return tuple(int(s) for s in reader.GetSize()), int(reader.GetNumberOfComponents())
 
 
 def _read_voxels(path: str) -> np.ndarray:
@@ -108,14 +130,6 @@ def _read_voxels(path: str) -> np.ndarray:
     import SimpleITK as sitk
 
     return sitk.GetArrayFromImage(sitk.ReadImage(path))
-
-
-def _spatial(shape: Tuple[int, ...], spatial_dims: Optional[int]) -> Tuple[int, ...]:
-    """Drop trailing singleton axes (NIfTI pads 2D images to 3D) down to ``spatial_dims`` axes."""
-    shape = tuple(shape)
-    while spatial_dims is not None and len(shape) > spatial_dims and shape[-1] == 1:
-        shape = shape[:-1]
-    return shape
 
 
 def _check_label_values(values: np.ndarray, num_classes: int, path: str) -> None:
@@ -137,19 +151,23 @@ def check_case(
     check: str = "header",
     num_classes: Optional[int] = None,
     spatial_dims: Optional[int] = None,
+    in_channels: Optional[int] = None,
 ) -> None:
     """Check one data-list item (``image`` and optional ``label`` paths).
 
     Args:
         item: ``{"image": path, "label": path}`` (label optional).
-        check: ``"exists"`` (the files exist), ``"header"`` (also readable headers and equal image/label shapes) or
-            ``"full"`` (also reads the voxels: corrupt data, label values in ``[0, num_classes - 1]``); ``"none"``
-            skips the checks.
+        check: ``"exists"`` (the files exist), ``"header"`` (also readable headers, the channel counts and equal
+            image/label shapes) or ``"full"`` (also reads the voxels: corrupt or truncated data, label values in
+            ``[0, num_classes - 1]``); ``"none"`` skips the checks.
         num_classes: number of classes, for ``check="full"``.
-        spatial_dims: number of spatial axes, to compare 2D images stored with a trailing singleton axis.
+        spatial_dims: number of spatial axes the files must load with (as MONAI's readers load them: a NIfTI file
+            ``[H, W, 1]`` or ``[H, W, 2]`` is a volume, not a 2D image).
+        in_channels: channels the network takes; the image must have that many (``None``: not checked). A label
+            always has one.
 
     Raises:
-        DatasetError: naming the file.
+        DatasetError: naming the file and what was expected (:class:`DatasetNotFoundError` for a missing file).
     """
     if check not in _CHECKS:
         raise ValueError(f"`check` must be one of {_CHECKS}, got {check!r}.")
@@ -163,28 +181,43 @@ def check_case(
         if not isinstance(path, str):
             raise DatasetError(f"{key} entry must be a file path, got {path!r}.")
         if not os.path.isfile(path):
-            raise DatasetError(f"{key} file {path} does not exist.")
+            raise DatasetNotFoundError(f"{key} file {path} does not exist (the data list names it; expected an "
+                                       f"image file there).")
         if check == "exists":
             continue
         try:
-            shapes[key] = _read_header(path)
+            spatial, channels = _read_header(path)
+        except DatasetError:
+            raise
         except Exception as e:  # noqa: BLE001 - any reader failure means a corrupt or unsupported file
-            raise DatasetError(f"{key} file {path} cannot be read (corrupt or not an image): {e}") from e
+            raise DatasetReadError(f"{key} file {path} cannot be read (expected a NIfTI or ITK-readable image; corrupt "
+                                   f"or not an image?): {_one_line(e)}") from e
+        if spatial_dims is not None and len(spatial) != spatial_dims:
+            layout = ("[H, W] in NIfTI, one channel: MONAI's NIfTI reader takes a third axis as spatial, not as "
+                      "channels" if spatial_dims == 2 else "[H, W, D], or [H, W, D, C] for C channels")
+            raise DatasetError(f"{key} file {path} has shape {list(spatial) + ([channels] if channels > 1 else [])}, "
+                               f"which loads as a {len(spatial)}D image; expected a {spatial_dims}D image "
+                               f"({layout}).")
+        expected = 1 if key == "label" else in_channels
+        if expected is not None and channels != expected:
+            what = ("a single-channel label map of class indices" if key == "label"
+                    else f"{expected} channel{'s' if expected > 1 else ''} (the network's in_channels={expected})")
+            raise DatasetError(f"{key} file {path} has {channels} channels (spatial shape {list(spatial)}); "
+                               f"expected {what}.")
+        shapes[key] = spatial
         if check == "full":
             try:
                 voxels = _read_voxels(path)
             except Exception as e:  # noqa: BLE001
-                raise DatasetError(f"{key} file {path} cannot be read (corrupt data): {e}") from e
+                raise DatasetReadError(f"{key} file {path} cannot be read (corrupt or truncated data; expected "
+                                       f"{'x'.join(map(str, spatial))} voxels): {_one_line(e)}") from e
             if key == "label" and num_classes is not None:
                 _check_label_values(voxels, num_classes, path)
-    if "image" in shapes and "label" in shapes:
-        # a multi-channel image may carry its channels last (MSD BraTS: x, y, z, modality)
-        img, lab = _spatial(shapes["image"], spatial_dims), _spatial(shapes["label"], spatial_dims)
-        if img[: len(lab)] != lab:
-            raise DatasetError(
-                f"image {item['image']} has shape {list(shapes['image'])} but its label {item['label']} has shape "
-                f"{list(shapes['label'])}; image and label must cover the same voxels."
-            )
+    if "image" in shapes and "label" in shapes and shapes["image"] != shapes["label"]:
+        raise DatasetError(
+            f"image {item['image']} has shape {list(shapes['image'])} but its label {item['label']} has shape "
+            f"{list(shapes['label'])}; image and label must cover the same voxels."
+        )
 
 
 def load_msd_datalist(
@@ -194,6 +227,7 @@ def load_msd_datalist(
     check: str = "header",
     spatial_dims: Optional[int] = None,
     require_labels: Optional[bool] = None,
+    in_channels: Optional[int] = None,
 ) -> List[Dict[str, str]]:
     """Data list of one split of an MSD dataset, with absolute paths, checked.
 
@@ -205,6 +239,8 @@ def load_msd_datalist(
         check: ``"none"``, ``"exists"``, ``"header"`` (default) or ``"full"`` (see :func:`check_case`).
         spatial_dims: number of spatial axes (see :func:`check_case`).
         require_labels: every item must have a label. Defaults to True for ``"training"``, False otherwise.
+        in_channels: channels the network takes, checked against every image's header (``check`` of ``"header"`` or
+            ``"full"``; see :func:`check_case`).
 
     Returns:
         list of ``{"image": abs_path, "label": abs_path}`` (``label`` only where given).
@@ -224,7 +260,7 @@ def load_msd_datalist(
         require_labels = split == "training"
     out = read_datalist(dataset_dir, split, require_labels=require_labels)
     for item in out:
-        check_case(item, check, num_classes, spatial_dims)
+        check_case(item, check, num_classes, spatial_dims, in_channels)
     return out
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from monai_kan.utils import check_int
-from monai_kan.data.msd import read_dataset_json
+from monai_kan.data.msd import DatasetNotFoundError, read_dataset_json
 from monai_kan.data.msd_writer import new_msd_folder, save_nifti
 
 __all__ = [
@@ -334,8 +334,8 @@ def prepare_phantom_dataset(
         the path of ``dataset.json``.
 
     Raises:
-        FileNotFoundError: a user folder that does not exist or has no ``dataset.json``; the message names it and
-            says how to get data.
+        DatasetNotFoundError: a user folder that does not exist or has no ``dataset.json`` (a ``FileNotFoundError``
+            and a :class:`~monai_kan.data.msd.DatasetError`); the message names it and says how to get data.
         ValueError: the default folder holds other data (see :func:`ensure_phantom_dataset`).
     """
     if os.path.abspath(dataset_dir) == os.path.abspath(default_dataset_dir):
@@ -346,8 +346,8 @@ def prepare_phantom_dataset(
         "`python scripts/prepare_real_data.py`, or leave `--dataset_dir` out to train on the generated phantoms"
     )
     if not os.path.isdir(dataset_dir):
-        raise FileNotFoundError(f"`dataset_dir` {dataset_dir} does not exist: {how}.")
+        raise DatasetNotFoundError(f"`dataset_dir` {dataset_dir} does not exist: {how}.")
     path = os.path.join(dataset_dir, "dataset.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"`dataset_dir` {dataset_dir} has no dataset.json: {how}.")
+        raise DatasetNotFoundError(f"`dataset_dir` {dataset_dir} has no dataset.json: {how}.")
     return path

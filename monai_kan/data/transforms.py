@@ -9,8 +9,14 @@
   salt-and-pepper noise; Gaussian noise is MONAI's ``RandGaussianNoise(d)``).
 * :func:`add_noise`: the deterministic Gaussian + salt-and-pepper copy behind the denoising bundle's fixed validation
   and test inputs.
+* :class:`CheckedLoadImaged`: MONAI's ``LoadImaged`` (channel first) whose errors name the file: a missing file, one
+  that cannot be read (corrupt, truncated: nibabel reads the voxels lazily, so a truncated ``.nii.gz`` with an intact
+  header fails with a bare ``EOFError``), or one with another channel count or spatial rank than expected.
 * :class:`LoadSlice2Dd` / :func:`load_slice`: ``LoadImaged`` + channel first + checks (one channel, 2D, finite values)
   whose errors name the file.
+
+Every error here is a :class:`~monai_kan.data.msd.DatasetError` (one line naming the file), which
+:func:`monai_kan.handlers.exit_on_data_error` turns into the last line of a bundle command and exit status 1.
 
 The MSD segmentation label check, :class:`monai_kan.data.msd.CheckLabeld`, lives with the MSD reader it belongs to.
 """
@@ -18,16 +24,19 @@ The MSD segmentation label check, :class:`monai_kan.data.msd.CheckLabeld`, lives
 from __future__ import annotations
 
 import os
-from typing import Dict, Hashable, Mapping, Optional
+from typing import Any, Dict, Hashable, Mapping, Optional
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import LoadImage, MapTransform, RandGaussianNoise, RandomizableTransform
+from monai.transforms import LoadImage, LoadImaged, MapTransform, RandGaussianNoise, RandomizableTransform
 from monai.utils import TransformBackends, convert_to_tensor
 
+from monai_kan.data.msd import DatasetError, DatasetNotFoundError, DatasetReadError, _one_line
+
 __all__ = [
+    "CheckedLoadImaged",
     "LoadSlice2Dd",
     "RandSaltPepperNoise",
     "RandSaltPepperNoised",
@@ -223,25 +232,107 @@ class LoadSlice2Dd(MapTransform):
 
 
 def load_slice(path, loader: Optional[LoadImage] = None) -> torch.Tensor:
-    """Load one 2D single-channel image as ``(1, H, W)``; errors name ``path``."""
+    """Load one 2D single-channel image as ``(1, H, W)``; errors name ``path``.
+
+    Raises:
+        DatasetNotFoundError: no such file (also a ``FileNotFoundError``).
+        DatasetReadError: the file cannot be read (also a ``RuntimeError``).
+        DatasetError: not 2D, not one channel, empty or not finite (also a ``ValueError``).
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"expected an image file path, got {type(path).__name__}.")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: '{path}'.")
+        raise DatasetNotFoundError(f"image file not found: '{path}' (expected a 2D single-channel image file there).")
     loader = loader or LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32)
     try:
         img = loader(path)
     except Exception as e:  # readers fail with messages that often omit the path (e.g. a truncated .gz)
-        raise RuntimeError(
-            f"cannot read image file '{path}' (corrupt or not an image?): {type(e).__name__}: {e}"
+        raise DatasetReadError(
+            f"cannot read image file '{path}' (corrupt or not an image?): {_one_line(e)}"
         ) from e
     if img.ndim != 3:
-        raise ValueError(
+        raise DatasetError(
             f"'{path}': expected a 2D image, got spatial shape {tuple(img.shape[1:])}; "
             "the denoising bundle works on 2D slices (save each slice as its own 2D file)."
         )
     if img.shape[0] != 1:
-        raise ValueError(f"'{path}': expected a single-channel (grayscale) image, got {img.shape[0]} channels.")
+        raise DatasetError(f"'{path}': expected a single-channel (grayscale) image, got {img.shape[0]} channels.")
     if img.numel() == 0 or not bool(torch.isfinite(img).all()):
-        raise ValueError(f"'{path}': the image is empty or contains NaN/infinite values.")
+        raise DatasetError(f"'{path}': the image is empty or contains NaN/infinite values; expected finite values.")
     return img
+
+
+class CheckedLoadImaged(LoadImaged):
+    """MONAI's ``LoadImaged`` (channel first by default) whose every failure names the file and what was expected.
+
+    Before loading, each file must exist (:class:`~monai_kan.data.msd.DatasetNotFoundError`); any reader failure
+    becomes a :class:`~monai_kan.data.msd.DatasetReadError` naming the file (MONAI's own message does not name it
+    when the voxels fail after the header was read, e.g. a truncated ``.nii.gz``); after loading, the channel count
+    (``channels``) and the number of spatial axes (``spatial_dims``) are checked. Everything else is ``LoadImaged``.
+
+    Args:
+        keys: keys holding file paths.
+        channels: expected channel count per key, e.g. ``{"image": 1, "label": 1}``; keys not in it are not checked.
+        spatial_dims: expected number of spatial axes; ``None`` does not check.
+        ensure_channel_first: as in ``LoadImaged``. Defaults to True (needed for the channel check).
+        kwargs: the other arguments of ``monai.transforms.LoadImaged``.
+
+    Raises:
+        ValueError: ``channels`` is given with ``ensure_channel_first=False``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        channels: Optional[Mapping[str, int]] = None,
+        spatial_dims: Optional[int] = None,
+        ensure_channel_first: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(keys, ensure_channel_first=ensure_channel_first, **kwargs)
+        if (channels or spatial_dims) and not ensure_channel_first:
+            raise ValueError("`channels` and `spatial_dims` are checked on channel-first data: keep "
+                             "`ensure_channel_first=True`.")
+        self.channels = dict(channels or {})
+        self.spatial_dims = spatial_dims
+
+    def __call__(self, data: Mapping[Hashable, Any], reader=None) -> Dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = d[key]
+            if isinstance(path, (str, os.PathLike)) and not os.path.isfile(path):
+                raise DatasetNotFoundError(f"{key} file {path} does not exist (the data list names it; expected an "
+                                           f"image file there).")
+        try:
+            out = super().__call__(d, reader)
+        except DatasetError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whichever reader failed, name the file
+            raise self._read_error(d, reader, e) from e
+        for key in self.key_iterator(out):
+            self._check_loaded(key, d[key], out[key])
+        return out
+
+    def _read_error(self, d: Dict[Hashable, Any], reader, error: Exception) -> DatasetReadError:
+        """The error naming the file that fails to load on its own (the first of the keys if none does)."""
+        failed, cause = None, error
+        for key in self.key_iterator(d):
+            try:
+                self._loader(d[key], reader)
+            except Exception as e:  # noqa: BLE001
+                failed, cause = key, e
+                break
+        keys = [failed] if failed is not None else list(self.key_iterator(d))
+        names = ", ".join(f"{k} file {d[k]}" for k in keys)
+        return DatasetReadError(f"{names} cannot be read (expected a readable image; corrupt, truncated or not an "
+                                f"image?): {_one_line(cause)}")
+
+    def _check_loaded(self, key: Hashable, path: Any, img: Any) -> None:
+        shape = list(getattr(img, "shape", ()))
+        if self.spatial_dims is not None and len(shape) - 1 != self.spatial_dims:
+            raise DatasetError(f"{key} file {path} loads as a {len(shape) - 1}D image of shape {shape[1:]} (channel "
+                               f"first: {shape}); expected a {self.spatial_dims}D image.")
+        expected = self.channels.get(key)
+        if expected is not None and shape and shape[0] != expected:
+            raise DatasetError(f"{key} file {path} has {shape[0]} channels (channel-first shape {shape}); expected "
+                               f"{expected}.")
