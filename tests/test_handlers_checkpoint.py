@@ -259,6 +259,85 @@ def test_resume_with_more_epochs_continues(tmp_path, caplog):
     assert seen == [] and "nothing left to train" in caplog.text
 
 
+def _cosine_setup(tmp_path, max_epochs, resume=False, stop_at=None, lr_schedule="restart"):
+    """A trainer as the bundles wire it: Adam, CosineAnnealingLR(T_max=max_epochs) stepped per epoch by MONAI's
+    LrScheduleHandler, the state saver and loader. Returns (trainer, data, rates): rates[e] is the rate epoch e
+    trained with, rates["end"] the rate after the run."""
+    from monai.handlers import LrScheduleHandler
+
+    torch.manual_seed(0)
+    net = nn.Linear(3, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=0.003)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs, eta_min=0.003 * 0.05)
+    data = [(torch.randn(4, 3), torch.randn(4, 1)) for _ in range(2)]
+
+    def step(engine, batch):
+        if stop_at is not None and engine.state.iteration == stop_at:
+            raise KeyboardInterrupt("simulated interruption")
+        opt.zero_grad()
+        loss = ((net(batch[0]) - batch[1]) ** 2).mean()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    trainer = Engine(step)
+    rates = {}
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: rates.__setitem__(e.state.epoch,
+                                                                                  opt.param_groups[0]["lr"]))
+    trainer.add_event_handler(Events.COMPLETED, lambda e: rates.__setitem__("end", opt.param_groups[0]["lr"]))
+    LrScheduleHandler(scheduler, print_lr=False).attach(trainer)
+    state = {"network": net, "optimizer": opt, "lr_scheduler": scheduler}
+    AtomicCheckpointSaver(str(tmp_path), state, engine_key="trainer", save_interval=1,
+                          interval_filename="checkpoint_last.pt", save_final=True,
+                          final_filename="checkpoint_last.pt").attach(trainer)
+    CheckedCheckpointLoader(str(tmp_path / "checkpoint_last.pt"), state, engine_key="trainer", enabled=resume,
+                            lr_schedule=lr_schedule).attach(trainer)
+    return trainer, data, rates
+
+
+@pytest.mark.parametrize("first_epochs, stop_at", [(3, None), (5, 7)], ids=["finished_3", "interrupted_5_at_3"])
+def test_resume_with_more_epochs_extends_the_cosine_schedule(tmp_path, first_epochs, stop_at):
+    """`--resume true --epochs 9` after a 3-epoch run (or a 5-epoch run stopped after 3): the rate never rises and
+    reaches eta_min after epoch 9 (restart from the current rate over the remaining epochs)."""
+    eta_min = 0.003 * 0.05
+    trainer, data, first = _cosine_setup(tmp_path, first_epochs, stop_at=stop_at)
+    if stop_at is None:
+        trainer.run(data, max_epochs=first_epochs)
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.run(data, max_epochs=first_epochs)
+    saved = torch.load(tmp_path / "checkpoint_last.pt", weights_only=False)
+    assert saved["trainer"]["iteration"] == 3 * len(data) and saved["lr_scheduler"]["T_max"] == first_epochs
+    rate_after_3 = saved["optimizer"]["param_groups"][0]["lr"]
+
+    trainer, data, resumed = _cosine_setup(tmp_path, 9, resume=True)  # the config's T_max is @epochs = 9 now
+    trainer.run(data, max_epochs=9)
+    assert sorted(k for k in resumed if k != "end") == [4, 5, 6, 7, 8, 9]
+    assert resumed[4] == pytest.approx(rate_after_3)  # continues where it stopped
+    rates = [first[e] for e in (1, 2, 3)] + [resumed[e] for e in range(4, 10)] + [resumed["end"]]
+    assert all(b <= a + 1e-12 for a, b in zip(rates, rates[1:])), rates  # never increases
+    assert resumed["end"] == pytest.approx(eta_min, rel=1e-6)
+    if stop_at is not None:  # a real cosine over the 6 remaining epochs: strictly decreasing, above eta_min until then
+        assert all(b < a for a, b in zip(rates[3:], rates[4:])) and resumed[9] > eta_min
+    last = torch.load(tmp_path / "checkpoint_last.pt", weights_only=False)
+    assert last["lr_scheduler"]["T_max"] == 6 and last["lr_scheduler"]["last_epoch"] == 6
+
+    # MONAI's behaviour ("keep"): T_max stays, the rate climbs back to the initial 0.003 at epoch 7
+    if stop_at is None:
+        keep_dir = tmp_path / "keep"
+        keep_dir.mkdir()
+        trainer, data, _ = _cosine_setup(keep_dir, 3)
+        trainer.run(data, max_epochs=3)
+        trainer, data, kept = _cosine_setup(keep_dir, 9, resume=True, lr_schedule="keep")
+        trainer.run(data, max_epochs=9)
+        assert kept[7] == pytest.approx(0.003)
+
+
+def test_lr_schedule_option_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="`lr_schedule` must be 'restart' or 'keep'"):
+        CheckedCheckpointLoader(str(tmp_path / "x.pt"), {"network": nn.Linear(1, 1)}, lr_schedule="rebuild")
+
+
 def test_resume_errors_name_the_file_and_entries(tmp_path):
     trainer, data, _, _, _ = _train_setup(tmp_path, resume=True)
     with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*checkpoint_last.pt to restore \['network', "

@@ -10,7 +10,8 @@ one: with a fixed filename an interruption at that moment leaves no model at all
   fixed-name rolling checkpoint (``interval_filename``), the attached engine in the training state
   (``engine_key``), a ``state_dict()`` holding the best key-metric score, and never counts a NaN metric as better;
 * :class:`CheckedCheckpointLoader` (a ``monai.handlers.CheckpointLoader``) resumes with ``enabled``, clear errors,
-  all-or-nothing network loading, DDP prefixes and a larger ``max_epochs`` than the checkpoint's.
+  all-or-nothing network loading, DDP prefixes and a larger ``max_epochs`` than the checkpoint's, whose cosine
+  learning-rate schedule it then extends (``lr_schedule="restart"``).
 
 Bundle wiring (``bundles/kmunet_3d_segmentation/configs/train.json``)::
 
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 import torch.nn as nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import IgniteInfo, min_version, optional_import
 
@@ -291,6 +293,15 @@ class CheckedCheckpointLoader(CheckpointLoader):
       :class:`AtomicCheckpointSaver` saves it, without the config referencing the trainer.
     * The engine keeps its own ``max_epochs``, also when it is larger than the checkpoint's (train longer with a
       larger ``--epochs``); a checkpoint that already reached it logs "nothing left to train" instead of raising.
+    * With a larger ``max_epochs`` than the checkpoint's, the restored learning-rate schedule would still end at the
+      checkpoint's ``max_epochs`` (a ``CosineAnnealingLR`` keeps its ``T_max``, and past it the rate climbs back
+      up). ``lr_schedule="restart"`` (default) restarts the cosine from the current rate over the remaining epochs:
+      ``base_lrs`` = the current rates, ``T_max`` = new ``max_epochs`` - completed epochs, ``last_epoch`` = 0, same
+      ``eta_min``. The rate then never rises and reaches ``eta_min`` at the new last epoch (with a
+      per-epoch ``LrScheduleHandler``). Rebuilding the cosine over the new total instead would raise the rate at the
+      resume (the stretched curve lies above the old one), undoing the annealing already done. ``"keep"`` restores
+      the checkpoint's schedule unchanged (MONAI's behaviour). Schedulers other than ``CosineAnnealingLR`` are
+      restored unchanged, with a warning when ``max_epochs`` grew.
 
     With one object in ``load_dict`` a plain ``state_dict`` file is accepted (as in MONAI). With
     ``strict_shape=False`` MONAI's partial loading of the networks is used unchanged (everything else is skipped).
@@ -305,9 +316,12 @@ class CheckedCheckpointLoader(CheckpointLoader):
         strict_shape: see MONAI's ``CheckpointLoader``. Defaults to True.
         enabled: whether to attach at all. Defaults to True.
         engine_key: entry holding the attached engine's state; ``None`` leaves the engine's counters alone.
+        lr_schedule: ``"restart"`` (default) or ``"keep"``: what a larger ``max_epochs`` than the checkpoint's does
+            to the ``CosineAnnealingLR`` schedulers of ``load_dict`` (see above; needs ``engine_key``).
 
     Raises:
-        ValueError: ``engine_key`` is also a key of ``load_dict``; ``enabled`` is not a boolean.
+        ValueError: ``engine_key`` is also a key of ``load_dict``; ``enabled`` is not a boolean; an unknown
+            ``lr_schedule``.
     """
 
     def __init__(
@@ -320,9 +334,13 @@ class CheckedCheckpointLoader(CheckpointLoader):
         strict_shape: bool = True,
         enabled: bool = True,
         engine_key: Optional[str] = None,
+        lr_schedule: str = "restart",
     ) -> None:
         super().__init__(load_path, load_dict, name=name, map_location=map_location, strict=strict,
                          strict_shape=strict_shape)
+        if lr_schedule not in ("restart", "keep"):
+            raise ValueError(f"`lr_schedule` must be 'restart' or 'keep', got {lr_schedule!r}.")
+        self.lr_schedule = lr_schedule
         if engine_key is not None and engine_key in load_dict:
             raise ValueError(f"`load_dict` must not use the name {engine_key!r}: `engine_key` gives it to the "
                              f"attached engine.")
@@ -381,10 +399,38 @@ class CheckedCheckpointLoader(CheckpointLoader):
             self.logger.info(f"restored {list(self.load_dict)} from {self.load_path}")
             return
         engine.load_state_dict(checkpoint[self.engine_key])
+        saved_max_epochs = engine.state.max_epochs
         if prior_max_epochs is not None:  # the engine's own budget, not the checkpoint's
             engine.state.max_epochs = prior_max_epochs
+        if prior_max_epochs is not None and saved_max_epochs is not None and prior_max_epochs > saved_max_epochs:
+            self._extend_schedules(engine.state.epoch, saved_max_epochs, prior_max_epochs)
         if prior_max_epochs is not None and engine.state.epoch >= prior_max_epochs:
             self.logger.warning(f"the checkpoint {self.load_path} already completed {engine.state.epoch} epochs >= "
                                 f"max_epochs={prior_max_epochs}: nothing left to train (raise `epochs` to continue).")
         else:
             self.logger.info(f"resumed from {self.load_path}: epoch {engine.state.epoch} of {prior_max_epochs} done.")
+
+    def _extend_schedules(self, done: int, saved_max_epochs: int, max_epochs: int) -> None:
+        """Restart every cosine schedule of ``load_dict`` from its current rates over ``max_epochs - done`` epochs."""
+        for key, obj in self.load_dict.items():
+            if not isinstance(obj, LRScheduler):
+                continue
+            if self.lr_schedule == "keep":
+                self.logger.info(f"{key!r}: the checkpoint's schedule is kept (lr_schedule='keep') although "
+                                 f"max_epochs grew from {saved_max_epochs} to {max_epochs}.")
+                continue
+            if not isinstance(obj, CosineAnnealingLR):
+                self.logger.warning(f"{key!r} is a {type(obj).__name__}, not a CosineAnnealingLR: its schedule is "
+                                    f"restored unchanged although max_epochs grew from {saved_max_epochs} to "
+                                    f"{max_epochs}.")
+                continue
+            remaining = max_epochs - done
+            if remaining < 1:
+                continue
+            rates = [group["lr"] for group in obj.optimizer.param_groups]
+            obj.base_lrs = list(rates)
+            obj.T_max = remaining
+            obj.last_epoch = 0
+            self.logger.info(f"{key!r}: max_epochs grew from {saved_max_epochs} to {max_epochs}: the cosine schedule "
+                             f"restarts from the current rate {rates[0]:.3g} and anneals to eta_min={obj.eta_min:.3g} "
+                             f"over the remaining {remaining} epochs.")
