@@ -10,8 +10,8 @@
 * ``data_errors``: a data error ends a bundle command with its one-line message (naming the file) last and exit
   status 1 (:func:`exit_on_data_error`, the first ``initialize`` step of every bundle);
 * ``progress`` (ignite's ``ProgressBar``, switchable), ``kan_tensorboard`` (spline images, a MONAI
-  ``TensorBoardHandler``), ``kan_grid`` (grid update/extension during training), ``metrics`` (per-class metrics),
-  ``validation`` (validate the last epochs).
+  ``TensorBoardHandler``), ``kan_grid`` (grid update/extension during training), ``metrics`` (HD95 in mm,
+  per-class metrics, CSV columns named after the classes), ``validation`` (validate the last epochs).
 """
 
 from .bundle_utils import as_bool, check_fresh_run, check_output_dir, choose, default_bundle_root
@@ -19,7 +19,7 @@ from .checkpoint import AtomicCheckpointSaver, AtomicDiskSaver, CheckedCheckpoin
 from .data_errors import data_error_message, exit_on_data_error
 from .kan_grid import KANGridHandler
 from .kan_tensorboard import KANSplineTensorBoardHandler
-from .metrics import class_output_transform, per_class_metrics
+from .metrics import ClassNamedMetricsSaver, HausdorffDistanceMM, class_output_transform, per_class_metrics
 from .progress import ProgressBar
 from .state_dict import (
     atomic_save,
@@ -35,7 +35,9 @@ __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
     "CheckedCheckpointLoader",
+    "ClassNamedMetricsSaver",
     "FinalValidation",
+    "HausdorffDistanceMM",
     "KANGridHandler",
     "KANSplineTensorBoardHandler",
     "ProgressBar",
