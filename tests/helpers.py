@@ -39,3 +39,20 @@ def saved_bytes(fn) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return sum(seen.values())
+
+
+class ClassFromIntensity(nn.Module):
+    """A stand-in segmentation network for evaluation tests: the image holds class ``c`` at intensity ``offset + c *
+    step`` (after the bundle's intensity scaling), and the output is the one-hot of that class times ``scale``
+    (logits), voxel by voxel. Fed an image that encodes the label, it predicts the label perfectly on whatever grid
+    the preprocessing gives it."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 3, offset: float = 0.4, step: float = 0.2):
+        super().__init__()
+        self.num_classes, self.offset, self.step = num_classes, offset, step
+        self.scale = nn.Parameter(torch.tensor(10.0))  # a state_dict for load_trained_model
+
+    def forward(self, x):
+        cls = torch.round((x[:, 0] - self.offset) / self.step).clamp(0, self.num_classes - 1).long()
+        one_hot = torch.nn.functional.one_hot(cls, self.num_classes).movedim(-1, 1).to(x.dtype)
+        return one_hot * self.scale

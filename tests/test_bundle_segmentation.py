@@ -182,6 +182,10 @@ def test_resume_after_interruption(trained, tmp_path):
     assert trainer.state.iteration == 2 * trainer.state.epoch_length  # epoch 1 was not run again
     last = torch.load(out / "models" / "checkpoint_last.pt", map_location="cpu", weights_only=True)
     assert last["trainer"]["iteration"] == 2 * last["trainer"]["epoch_length"]
+    # more epochs than the checkpoint's: the cosine restarts from the rate reached (eta_min after the finished
+    # 1-epoch run) over the 1 remaining epoch instead of climbing back up with the checkpoint's T_max
+    assert last["lr_scheduler"]["T_max"] == 1 and last["lr_scheduler"]["last_epoch"] == 1
+    assert last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.003 * 0.05)
 
 
 def test_bad_label_names_file(tmp_path):
