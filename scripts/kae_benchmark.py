@@ -205,9 +205,10 @@ def main(argv=None) -> int:
                           "seeds": list(cfg.seeds), "selection_run": 0, "seed_run": 0, "trainings_run": 0,
                           "reused": done_before[0] + done_before[1]}}
 
-    def save(res: dict, meta: Optional[dict] = None) -> None:
+    def save(res: dict, meta: Optional[dict] = None, finished: bool = False) -> None:
         this_run["wall_time"] = time.perf_counter() - start
         this_run["cpu_time"] = _cpu_seconds() - cpu_start  # workers count once they have exited
+        this_run["finished"] = finished
         this_run["load_average"][1] = _load_average()
         sel, seed = _done_trainings(res, names)
         this_run["scope"].update(selection_run=sel - done_before[0], seed_run=seed - done_before[1],
@@ -238,7 +239,7 @@ def main(argv=None) -> int:
     log = lambda msg: print(f"[{time.perf_counter() - start:7.0f}s] {msg}", flush=True)  # noqa: E731
     results = run_protocol(datasets, args.models, args.latent_dims, cfg, log=log, results=results, on_update=save,
                            workers=workers, threads_per_worker=threads)
-    save(results)  # the final wall time, load and counts of this invocation
+    save(results, finished=True)  # the final wall time, CPU time (workers exited), load and counts
     wall = sum(run["wall_time"] for run in results["invocations"])
     meta = {
         "command": command, "invocations": results["invocations"],
@@ -249,7 +250,7 @@ def main(argv=None) -> int:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render_report(results, meta))
-    save(results, meta)
+    save(results, meta, finished=True)
     print(f"wrote {args.output} after {wall / 60:.1f} min")
     return 0
 

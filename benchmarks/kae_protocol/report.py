@@ -397,7 +397,9 @@ def _is_one_seed_protocol(scope: dict) -> bool:
     """An invocation that ran the whole one-seed protocol of one dataset and latent size from scratch."""
     return (len(scope.get("datasets", [])) == 1 and len(scope.get("latent_dims", [])) == 1
             and len(scope.get("seeds", [])) == 1 and scope.get("reused", 1) == 0
-            and sorted(scope.get("models", [])) in (sorted(PAPER_MODELS), sorted(EDGE_PAPER_MODELS)))
+            and sorted(scope.get("models", [])) in (sorted(PAPER_MODELS), sorted(EDGE_PAPER_MODELS))
+            and scope.get("seed_run") == len(scope["models"])
+            and scope.get("selection_run") == sum(len(MODEL_SPECS[m].grid) for m in scope["models"]))
 
 
 def _cost_section(results: dict, meta: dict) -> List[str]:
@@ -425,8 +427,9 @@ def _cost_section(results: dict, meta: dict) -> List[str]:
         "## Speed of the protocol",
         "",
         "Wall-clock time of each invocation of the script that made these results, as measured by the script "
-        "(start to end, data loading and worker start-up included). Trainings are tasks (one per grid entry of a "
-        "selection, one per final seed); finished ones are saved at once and reused by a resumed invocation.",
+        "(start to end, data loading and worker start-up included), and the CPU time of all its processes (known "
+        "once its workers have exited; '—' for an interrupted invocation). Trainings are tasks (one per grid entry "
+        "of a selection, one per final seed); finished ones are saved at once and reused by a resumed invocation.",
         "",
     ]
     runs = meta.get("invocations", [])
@@ -434,7 +437,7 @@ def _cost_section(results: dict, meta: dict) -> List[str]:
         scope = run.get("scope")
         if scope is None:
             continue
-        if _is_one_seed_protocol(scope):
+        if _is_one_seed_protocol(scope) and run.get("finished", True):
             lines.append(
                 f"- **One dataset x one latent size x the seven paper models x one seed, with the 4-configuration "
                 f"grid, from scratch: {run['wall_time'] / 60:.1f} min wall** (invocation {n}, "
@@ -456,7 +459,8 @@ def _cost_section(results: dict, meta: dict) -> List[str]:
         lines.append(
             f"| {n} | `{run['command']}` | {scope.get('selection_run', '—')} + {scope.get('seed_run', '—')} | "
             f"{scope.get('reused', '—')} | {run.get('workers', 1)} x {run.get('threads', 1)} | {load_text} | "
-            f"{_fmt(run['cpu_time'] / 60 if run.get('cpu_time') else None, 1)} | {run['wall_time'] / 60:.1f} |"
+            f"{_fmt(run['cpu_time'] / 60 if run.get('cpu_time') and run.get('finished', True) else None, 1)} | "
+            f"{run['wall_time'] / 60:.1f} |"
         )
     lines += [
         "",
