@@ -1,52 +1,119 @@
 #!/usr/bin/env python
-"""KM-UNet against MONAI's UNet: same bundle, same channels, same data split, same training budget.
+"""KM-UNet against MONAI's UNet, like for like: the protocol of docs/comparison_protocol.md.
 
-For every task, both networks are trained with the segmentation bundle's ``train.json`` (only ``network_def``
-differs: ``KMUNet`` or ``UNet`` with the same ``channels``/``strides``, ``num_res_units=2``), the best checkpoint is
-picked on the validation split (the last ``num_val`` items of the ``training`` list), and both are evaluated with
-``inference.json`` + ``evaluate.json`` on the held-out ``test`` list, which plays no part in training or checkpoint
-selection. The script writes the tables (Dice per class, HD95 per class, parameters, train time) between the
-``<!-- comparison:start -->`` / ``<!-- comparison:end -->`` markers of the bundle's ``docs/README.md`` and keeps the
-raw numbers in ``docs/comparison.json``.
+Every network is trained and tested with the segmentation bundle's own configs (``train.json``, then
+``inference.json`` + ``evaluate.json`` with ``eval_split=test``); only ``network_def``, ``learning_rate``, ``seed``
+and ``epochs`` change. Five rows per data set:
 
-    python scripts/compare_unet.py                              # every task (long: run it with nice, in the back)
-    python scripts/compare_unet.py --tasks synthetic3d --epochs 30
-    python scripts/compare_unet.py --write-only                 # re-render the tables from docs/comparison.json
+* **KMUNet**: the bundle's default network;
+* **(a)** MONAI ``UNet`` with the same ``channels``/``strides`` (``num_res_units=2``, instance norm);
+* **(b)** the same UNet with every channel count widened by one factor, searched so that its parameter count is
+  within 5% of KMUNet's;
+* **(c)** the UNet of (a) trained for as many epochs as fit in KMUNet's measured training time;
+* **(d)** the KMUNet topology with plain convolutions (``conv_type="standard"``, the KAN-off switch).
+
+Each of KMUNet, (a), (b) and (d) gets its own learning rate: the value of ``--lrs`` with the best validation Dice
+(the bundle's checkpoint-selection metric on the last ``num_val`` training items) after training with the first
+seed; (c) reuses the rate chosen for (a) (its network) unless ``--lr-search-time-matched``. At the chosen rate every
+seed is trained, and only then is each seed's best checkpoint evaluated on the held-out ``test`` list. Each
+finished training or test run is cached as JSON under ``--work`` (keyed by data set, row, learning rate, seed and
+epochs), so an interrupted protocol continues where it stopped; a cached run whose settings differ is redone.
+
+    python scripts/compare_unet.py --readme bundles           # the full protocol (about 3 h on 2 CPU cores)
+    python scripts/compare_unet.py --tasks synthetic2d --readme 2d=/tmp/README.md
+    python scripts/compare_unet.py --write-only --readme bundles   # re-render from <work>/results.json
 
 Tasks: ``synthetic3d``/``synthetic2d`` (the bundles' default phantoms), ``mni152_3d``/``mni152_2d`` and
-``pyradiomics_3d`` (real data from the package registry; prepared on the fly by scripts/prepare_real_data.py).
+``pyradiomics_3d`` (real data from the package registry, prepared by scripts/prepare_real_data.py on first use).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
 import platform
+import shlex
 import shutil
+import statistics
 import subprocess
 import sys
-from typing import Any, Dict, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from _bundle_runs import count_parameters, read_metrics, read_raw_metrics, run_bundle, write_between_markers
+from _bundle_runs import REPO, read_metrics, read_raw_metrics, run_bundle, write_between_markers
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUNDLE = {3: os.path.join(REPO, "bundles", "kmunet_3d_segmentation"),
-          2: os.path.join(REPO, "bundles", "kmunet_2d_segmentation")}
-# epochs None: the bundle's default (the synthetic 3D run measures the default config). The real sets are small
-# (3-4 training volumes: 2 iterations per epoch in 3D), so their budgets are set in epochs to give similar numbers
-# of iterations while the whole comparison fits a few hours on 2 CPU cores
-TASKS: Dict[str, Dict[str, Any]] = {
-    "synthetic3d": {"dims": 3, "data": None, "epochs": None, "label": "synthetic phantoms (3D, default data)"},
-    "synthetic2d": {"dims": 2, "data": None, "epochs": None, "label": "synthetic phantoms (2D, default data)"},
-    "mni152_3d": {"dims": 3, "data": "mni152_3d", "epochs": 40,
-                  "label": "MNI152 T1 template, tissue labels (3D slabs, nilearn)"},
-    "mni152_2d": {"dims": 2, "data": "mni152_2d", "epochs": 20,
-                  "label": "MNI152 T1 template, tissue labels (2D slices, nilearn)"},
-    "pyradiomics_3d": {"dims": 3, "data": "pyradiomics_3d", "epochs": 40,
-                       "label": "pyradiomics 3.0.1 tumor cases (3D, 5 cases: 3 train, 1 validation, 1 test)"},
-}
+BUNDLE = {3: REPO / "bundles" / "kmunet_3d_segmentation", 2: REPO / "bundles" / "kmunet_2d_segmentation"}
 START, END = "<!-- comparison:start -->", "<!-- comparison:end -->"
+#: the rows of every table, in order
+ARMS = ("kmunet", "unet", "unet_wide", "unet_time", "kmunet_plain")
+#: the rows whose learning rate is searched (``unet_time`` reuses ``unet``'s unless asked)
+SEARCHED_ARMS = ("kmunet", "unet", "unet_wide", "kmunet_plain")
+DEFAULT_LRS = (0.001, 0.003, 0.01)
+DEFAULT_SEEDS = (0, 1, 2)
+#: a widened UNet must be this close to KMUNet's parameter count
+PARAM_TOLERANCE = 0.05
+
+
+class TaskSpec(NamedTuple):
+    """One data set of the protocol and its training budget.
+
+    Attributes:
+        dims: 2 or 3 (which bundle).
+        data: ``None`` for the bundle's default phantoms, else ``"<source>_<d>d"`` of prepare_real_data.py.
+        epochs: training epochs of every row except (c).
+        val_interval: validation (checkpoint selection) every this many epochs.
+        label: caption of the table.
+    """
+
+    dims: int
+    data: Optional[str]
+    epochs: int
+    val_interval: int
+    label: str
+
+
+# Budgets chosen so that the whole protocol (5 rows x 3 learning rates x 3 seeds per data set, see
+# docs/comparison_protocol.md for the run count and the time estimate) fits about 3 hours of 2 CPU cores.
+TASKS: Dict[str, TaskSpec] = {
+    "synthetic3d": TaskSpec(3, None, 6, 2, "synthetic phantoms (3D, the bundle's default data)"),
+    "synthetic2d": TaskSpec(2, None, 10, 2, "synthetic phantoms (2D, the bundle's default data)"),
+    "mni152_3d": TaskSpec(3, "mni152_3d", 20, 5, "MNI152 T1 template, tissue labels (3D slabs, nilearn)"),
+    "mni152_2d": TaskSpec(2, "mni152_2d", 10, 2, "MNI152 T1 template, tissue labels (2D slices, nilearn)"),
+    "pyradiomics_3d": TaskSpec(3, "pyradiomics_3d", 20, 5,
+                               "pyradiomics 3.0.1 tumor cases (3D; 3 train, 1 validation, 1 test)"),
+}
+
+
+class Task(NamedTuple):
+    """A task resolved for running: its bundle overrides, classes and patch.
+
+    Attributes:
+        name: the task's key.
+        dims: 2 or 3.
+        label: table caption.
+        epochs, val_interval: the budget.
+        class_names: all classes, background first.
+        patch_size: the training patch (MACs are counted on it).
+        data_args: bundle overrides that select the data (``dataset_dir``, ``class_names``, ...).
+        network_def: KMUNet's ``network_def`` (the bundle default unless a test sets a small one).
+    """
+
+    name: str
+    dims: int
+    label: str
+    epochs: int
+    val_interval: int
+    class_names: List[str]
+    patch_size: List[int]
+    data_args: Dict[str, Any]
+    network_def: Dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# networks: definitions, parameters, MACs, the parameter-matched width
 
 
 def bundle_config(dims: int) -> Dict[str, Any]:
@@ -55,176 +122,678 @@ def bundle_config(dims: int) -> Dict[str, Any]:
     Args:
         dims: 2 or 3.
     """
-    with open(os.path.join(BUNDLE[dims], "configs", "train.json")) as f:
-        return json.load(f)
+    return json.loads((BUNDLE[dims] / "configs" / "train.json").read_text())
 
 
-def network_def(model: str, dims: int) -> Dict[str, Any]:
-    """The bundle's ``network_def`` for ``model``: its own KMUNet, or MONAI's UNet with the same channels and strides.
+def widened(channels: Sequence[int], factor: float) -> List[int]:
+    """``channels`` times ``factor``, rounded (at least 1 each).
 
     Args:
-        model: ``"kmunet"`` or ``"unet"``.
-        dims: 2 or 3.
+        channels: channels per level.
+        factor: width factor.
     """
-    base = bundle_config(dims)["network_def"]
-    if model == "kmunet":
-        return dict(base)
-    return {"_target_": "UNet", "spatial_dims": dims, "in_channels": 1, "out_channels": "@num_classes",
-            "channels": base["channels"], "strides": base["strides"], "num_res_units": 2, "norm": "instance"}
+    return [max(1, int(round(c * factor))) for c in channels]
 
 
-def network_parameters(model: str, dims: int, num_classes: int) -> int:
-    """Parameters of ``model`` as the bundle builds it for ``num_classes`` classes.
+def arm_network_def(arm: str, base: Mapping[str, Any], factor: float = 1.0) -> Dict[str, Any]:
+    """The ``network_def`` of one row, built from KMUNet's.
 
     Args:
-        model: ``"kmunet"`` or ``"unet"``.
-        dims: 2 or 3.
+        arm: one of :data:`ARMS`.
+        base: KMUNet's ``network_def`` (the bundle's).
+        factor: channel width factor of ``"unet_wide"``.
+
+    Raises:
+        ValueError: unknown ``arm``.
+    """
+    if arm == "kmunet":
+        return dict(base)
+    if arm == "kmunet_plain":
+        return {**base, "conv_type": "standard"}
+    if arm not in ("unet", "unet_wide", "unet_time"):
+        raise ValueError(f"unknown row {arm!r}; choose from {ARMS}.")
+    return {"_target_": "UNet", "spatial_dims": base["spatial_dims"], "in_channels": base["in_channels"],
+            "out_channels": base["out_channels"],
+            "channels": widened(base["channels"], factor if arm == "unet_wide" else 1.0),
+            "strides": list(base["strides"]), "num_res_units": 2, "norm": base.get("norm", "instance")}
+
+
+def build_network(net_def: Mapping[str, Any], num_classes: int):
+    """Instantiate a ``network_def`` as the bundle would (short names after ``import monai_kan``), on the CPU.
+
+    Args:
+        net_def: the definition; ``"@num_classes"`` resolves to ``num_classes``.
         num_classes: output channels.
     """
-    cfg = network_def(model, dims)
-    cfg["out_channels"] = num_classes
-    return count_parameters({"imports": ["$import monai_kan"], "network_def": cfg})
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({"imports": ["$import monai_kan"], "num_classes": num_classes, "network_def": dict(net_def)})
+    return parser.get_parsed_content("network_def")
 
 
-def prepare(task: str) -> Optional[str]:
-    """The task's ``bundle_args.json`` (None for the bundles' default data), running prepare_real_data.py if needed.
+def count_macs(net, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of the convolutions (and linear layers) in one forward pass of ``net``.
+
+    Counted with forward hooks: a convolution does ``C_in / groups * prod(kernel)`` MACs per output element, a
+    transposed convolution ``C_out / groups * prod(kernel)`` per input element, a KAN convolution
+    ``(G + k + [base branch]) * C_in / groups * prod(kernel)`` per output element (each edge's control points and
+    base weight, i.e. the contraction it runs). Biases, normalisation, activations and the B-spline basis
+    evaluation (elementwise) are not counted.
 
     Args:
-        task: a key of :data:`TASKS`.
+        net: the network (run once under ``no_grad`` on zeros, eager KAN kernels).
+        input_shape: ``(N, C, *spatial)``.
+    """
+    import torch
+    import torch.nn as nn
+
+    from monai_kan import fused_kernels_enabled, set_fused_kernels
+    from monai_kan.layers import KANConv, KANLinear
+
+    total = [0]
+
+    def kernel(m) -> int:
+        return math.prod(m.kernel_size)
+
+    def hook(m, inputs, output) -> None:
+        x = inputs[0]
+        if isinstance(m, KANConv):
+            per_edge = m.n_basis + (1 if m.base_weight is not None else 0)
+            total[0] += output.numel() * (m.in_channels // m.groups) * kernel(m) * per_edge
+        elif isinstance(m, KANLinear):
+            per_edge = m.n_basis + (1 if m.base_weight is not None else 0)
+            total[0] += output.numel() * m.in_features * per_edge
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            if m.transposed:
+                total[0] += x.numel() * (m.out_channels // m.groups) * kernel(m)
+            else:
+                total[0] += output.numel() * (m.in_channels // m.groups) * kernel(m)
+        elif isinstance(m, nn.Linear):
+            total[0] += output.numel() * m.in_features
+
+    counted = (KANConv, KANLinear, nn.modules.conv._ConvNd, nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, counted)]
+    fused = fused_kernels_enabled()
+    set_fused_kernels(False)  # no compilation for one counting pass
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(tuple(input_shape)))
+    finally:
+        set_fused_kernels(fused)
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def network_stats(net_def: Mapping[str, Any], num_classes: int, patch_size: Sequence[int]) -> Dict[str, Any]:
+    """Parameters and MACs per input voxel of a ``network_def`` (one input channel assumed per its definition).
+
+    Args:
+        net_def: the definition.
+        num_classes: output channels.
+        patch_size: spatial size of the counting pass (the training patch).
+    """
+    net = build_network(net_def, num_classes)
+    shape = (1, int(net_def.get("in_channels", 1)), *patch_size)
+    macs = count_macs(net, shape)
+    return {"parameters": sum(p.numel() for p in net.parameters()), "macs": macs,
+            "macs_per_voxel": macs / math.prod(patch_size)}
+
+
+def match_width(base: Mapping[str, Any], num_classes: int, target: int,
+                tolerance: float = PARAM_TOLERANCE) -> Tuple[float, List[int], int]:
+    """The channel factor of the widened UNet (row b) whose parameter count is closest to ``target``.
+
+    Bisection on the factor (the count grows with it), then the closer of the two bracketing widths.
+
+    Args:
+        base: KMUNet's ``network_def``.
+        num_classes: output channels.
+        target: KMUNet's parameter count.
+        tolerance: largest accepted relative difference.
+
+    Returns:
+        ``(factor, channels, parameters)``.
+
+    Raises:
+        ValueError: no width comes within ``tolerance`` of ``target``.
+    """
+    cache: Dict[Tuple[int, ...], int] = {}
+
+    def params(f: float) -> int:
+        key = tuple(widened(base["channels"], f))
+        if key not in cache:
+            net = build_network(arm_network_def("unet_wide", base, f), num_classes)
+            cache[key] = sum(p.numel() for p in net.parameters())
+        return cache[key]
+
+    lo, hi = 0.25, 1.0
+    while params(hi) < target:
+        lo, hi = hi, hi * 2
+        if hi > 256:
+            raise ValueError(f"no UNet width reaches {target} parameters.")
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if params(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    factor = min((lo, hi), key=lambda f: abs(params(f) - target))
+    n = params(factor)
+    if abs(n - target) > tolerance * target:
+        raise ValueError(f"the closest widened UNet has {n} parameters, KMUNet {target} (more than "
+                         f"{tolerance:.0%} apart).")
+    return round(factor, 4), widened(base["channels"], factor), n
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the protocol: cache, learning-rate selection, runs
+
+
+def cached_json(path: Path, spec: Mapping[str, Any], compute: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+    """``compute()`` once per ``spec``: its result is kept in ``path`` (written atomically) with the spec, and read back
+    on later calls with the same spec; a file with another spec is recomputed.
+
+    Args:
+        path: the JSON file.
+        spec: what the result depends on (JSON-serialisable).
+        compute: makes the result (a JSON-serialisable dict).
+    """
+    spec = json.loads(json.dumps(spec))  # tuples -> lists, as they come back from the file
+    if path.is_file():
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            record = {}
+        if record.get("spec") == spec:
+            return record["result"]
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"spec": spec, "result": result}, indent=2))
+    os.replace(tmp, path)
+    return result
+
+
+def select_lr(validation: Mapping[float, float]) -> float:
+    """The learning rate with the best validation score (ties: the earlier one; NaN never wins).
+
+    Args:
+        validation: learning rate -> best validation mean Dice of its run. Only validation numbers come in: the
+            test split is evaluated after this choice, at the chosen rate only.
+
+    Raises:
+        ValueError: empty.
+    """
+    if not validation:
+        raise ValueError("no learning rates to choose from.")
+
+    def score(item):
+        v = item[1]
+        return -math.inf if v is None or v != v else v
+
+    return max(validation.items(), key=score)[0]
+
+
+def _mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def run_task(task: Task, runner, work: Path, lrs: Sequence[float] = DEFAULT_LRS,
+             seeds: Sequence[int] = DEFAULT_SEEDS, lr_search_time_matched: bool = False,
+             log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """The whole protocol on one task; every training and test run goes through the cache in ``work``.
+
+    Args:
+        task: the resolved task.
+        runner: has ``train(task, network_def, lr, seed, epochs, folder) -> dict`` (with ``train_loop_s`` and
+            ``best_val_mean_dice``) and ``test(task, network_def, folder) -> dict`` (with ``dice``: class ->
+            value, and ``mean_dice``); see :class:`BundleRunner`.
+        work: cache and scratch folder (``<work>/<task>/<row>/lr<lr>_seed<seed>_ep<epochs>/``).
+        lrs: the learning-rate grid.
+        seeds: seeds; the first one also serves the learning-rate search.
+        lr_search_time_matched: search the rate of row (c) too (else it reuses row (a)'s).
+        log: progress messages.
+
+    Returns:
+        the task's results: per row its ``network_def``, ``parameters``, ``macs_per_voxel``, ``lr``, ``epochs``,
+        ``lr_search`` (rate -> validation Dice), and per seed the ``train`` and ``test`` records.
+    """
+    num_classes = len(task.class_names)
+    base = task.network_def
+    kmunet_stats = network_stats(base, num_classes, task.patch_size)
+    factor, wide_channels, _ = match_width(base, num_classes, kmunet_stats["parameters"])
+    defs = {arm: arm_network_def(arm, base, factor) for arm in ARMS}
+    result: Dict[str, Any] = {"task": task.name, "label": task.label, "dims": task.dims,
+                              "class_names": list(task.class_names), "epochs": task.epochs,
+                              "val_interval": task.val_interval, "lrs": list(lrs), "seeds": list(seeds),
+                              "patch_size": list(task.patch_size), "width_factor": factor,
+                              "lr_search_time_matched": lr_search_time_matched, "arms": {}}
+    walls: Dict[str, float] = {}  # wall time of every bundle command the result rests on (searches included)
+
+    def folder(arm: str, lr: float, seed: int, epochs: int) -> Path:
+        return work / task.name / arm / f"lr{lr:g}_seed{seed}_ep{epochs}"
+
+    def spec(arm: str, lr: float, seed: int, epochs: int) -> Dict[str, Any]:
+        return {"task": task.name, "arm": arm, "network_def": defs[arm], "lr": lr, "seed": seed, "epochs": epochs,
+                "val_interval": task.val_interval, "data_args": task.data_args,
+                "runner": getattr(runner, "settings", None)}
+
+    def train(arm: str, lr: float, seed: int, epochs: int) -> Dict[str, Any]:
+        out = folder(arm, lr, seed, epochs)
+
+        def compute():
+            log(f"[{task.name}] train {arm} lr={lr:g} seed={seed} epochs={epochs}")
+            return runner.train(task, defs[arm], lr, seed, epochs, out)
+
+        record = cached_json(out / "train_result.json", spec(arm, lr, seed, epochs), compute)
+        walls[str(out / "train")] = record.get("wall_s", 0.0)
+        return record
+
+    def test(arm: str, lr: float, seed: int, epochs: int) -> Dict[str, Any]:
+        out = folder(arm, lr, seed, epochs)
+
+        def compute():
+            log(f"[{task.name}] test {arm} lr={lr:g} seed={seed} epochs={epochs}")
+            return runner.test(task, defs[arm], out)
+
+        record = cached_json(out / "test_result.json", spec(arm, lr, seed, epochs), compute)
+        walls[str(out / "test")] = record.get("wall_s", 0.0)
+        return record
+
+    def finish(arm: str, lr: float, epochs: int, search: Dict[float, float]) -> None:
+        stats = kmunet_stats if arm == "kmunet" else network_stats(defs[arm], num_classes, task.patch_size)
+        runs = {}
+        for seed in seeds:
+            runs[str(seed)] = {"train": train(arm, lr, seed, epochs)}
+        for seed in seeds:  # the test split only now, after the rate and the checkpoints are fixed
+            runs[str(seed)]["test"] = test(arm, lr, seed, epochs)
+        result["arms"][arm] = {"network_def": defs[arm], **stats, "lr": lr, "epochs": epochs,
+                               "lr_search": {f"{k:g}": v for k, v in search.items()}, "seeds": runs}
+
+    for arm in SEARCHED_ARMS:
+        search = {lr: train(arm, lr, seeds[0], task.epochs)["best_val_mean_dice"] for lr in lrs}
+        finish(arm, select_lr(search), task.epochs, search)
+
+    # (c): the UNet of (a) for as many epochs as fit in KMUNet's training time (means over the seeds)
+    t_kmunet = statistics.fmean(r["train"]["train_loop_s"] for r in result["arms"]["kmunet"]["seeds"].values())
+    t_unet = statistics.fmean(r["train"]["train_loop_s"] for r in result["arms"]["unet"]["seeds"].values())
+    time_epochs = max(task.epochs, int(task.epochs * t_kmunet / t_unet))
+    result["time_matched"] = {"kmunet_train_s": t_kmunet, "unet_train_s": t_unet, "epochs": time_epochs}
+    if lr_search_time_matched:
+        search = {lr: train("unet_time", lr, seeds[0], time_epochs)["best_val_mean_dice"] for lr in lrs}
+        lr_time = select_lr(search)
+    else:
+        search, lr_time = {}, result["arms"]["unet"]["lr"]
+    finish("unet_time", lr_time, time_epochs, search)
+    result["arms"] = {arm: result["arms"][arm] for arm in ARMS}
+    result["protocol_wall_s"] = sum(walls.values())
+    result["runs"] = len(walls)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# running the bundle
+
+
+#: merged after train.json (with its imports plus json and resource): the same training, then a JSON file of what
+#: the protocol needs from the process
+STATS_RUN = [
+    "$@train#trainer.run()",
+    "$pathlib.Path(@compare_stats_file).write_text(json.dumps({"
+    "'train_loop_s': float(@train#trainer.state.times['COMPLETED']), "
+    "'epochs_run': int(@train#trainer.state.epoch), "
+    "'iterations': int(@train#trainer.state.iteration), "
+    "'best_val_mean_dice': float(@validate#evaluator.state.best_metric), "
+    "'best_val_epoch': int(@validate#evaluator.state.best_metric_epoch), "
+    "'last_val_metrics': {k: float(v) for k, v in @validate#evaluator.state.metrics.items() "
+    "if isinstance(v, (int, float))}, "
+    "'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "
+    "'torch_threads': torch.get_num_threads()}, indent=2))",
+]
+
+
+def stats_config(dims: int) -> Dict[str, Any]:
+    """The config merged after the ``dims``-D bundle's ``train.json``: its ``run`` replaced by :data:`STATS_RUN`.
+
+    Args:
+        dims: 2 or 3.
+    """
+    imports = bundle_config(dims)["imports"] + ["$import json", "$import pathlib", "$import resource",
+                                                 "$import torch"]
+    return {"imports": imports, "compare_stats_file": "stats.json", "run": list(STATS_RUN)}
+
+
+def _metric(metrics: Mapping[str, float], name: str) -> Optional[float]:
+    """``val_<name>`` from an evaluation's ``metrics.csv``, or any ``*_<name>`` (the prefix may change)."""
+    if f"val_{name}" in metrics:
+        return metrics[f"val_{name}"]
+    for key, value in metrics.items():
+        if key.endswith(f"_{name}"):
+            return value
+    return None
+
+
+class BundleRunner:
+    """Runs the segmentation bundles (``python -m monai.bundle run``) for :func:`run_task`.
+
+    Args:
+        work: folder of the stats config.
+        fused: compiled KAN kernels (``MONAI_KAN_FUSED=1``).
+    """
+
+    def __init__(self, work: Path, fused: bool = True) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        self.stats_config = {d: work / f"stats_config_{d}d.json" for d in (2, 3)}
+        for d, path in self.stats_config.items():
+            path.write_text(json.dumps(stats_config(d), indent=2))
+        self.env = {**os.environ, "MONAI_KAN_FUSED": "1" if fused else "0"}
+        #: overrides of every training: validation computes only the key metric (mean Dice, which selects the
+        #: checkpoint and the learning rate); the bundle's per-class HD95 would cost more than the training on
+        #: small budgets and is not used here. Part of every cached run's spec.
+        self.settings = {"fused": fused, "train_overrides": {"validate#additional_metrics": {}}}
+
+    def train(self, task: Task, net_def: Mapping[str, Any], lr: float, seed: int, epochs: int,
+              folder: Path) -> Dict[str, Any]:
+        """Train one row with the bundle's ``train.json``; returns the stats of the training process.
+
+        Raises:
+            RuntimeError: the command failed (the message names its log).
+        """
+        if folder.exists():
+            shutil.rmtree(folder)  # an interrupted run starts again
+        folder.mkdir(parents=True)
+        stats = folder / "stats.json"
+        args = {**task.data_args, "network_def": dict(net_def), "learning_rate": lr, "seed": seed,
+                "epochs": epochs, "val_interval": task.val_interval, "progress_bar": False, "overwrite": True,
+                "ckpt_dir": str(folder / "models"), "log_dir": str(folder / "runs"),
+                "compare_stats_file": str(stats), **self.settings["train_overrides"]}
+        timing = run_bundle([BUNDLE[task.dims] / "configs" / "train.json", self.stats_config[task.dims]],
+                            log=folder / "train.log", args=args, env=self.env)
+        record = json.loads(stats.read_text())
+        record.update(wall_s=timing["wall_s"], cpu_s=timing["cpu_s"], load_avg=os.getloadavg()[0])
+        return record
+
+    def test(self, task: Task, net_def: Mapping[str, Any], folder: Path) -> Dict[str, Any]:
+        """Evaluate the best checkpoint of a training in ``folder`` on the ``test`` list (``evaluate.json``).
+
+        Raises:
+            RuntimeError: the command failed (the message names its log).
+        """
+        out = folder / "test_eval"
+        args = {**task.data_args, "network_def": dict(net_def), "ckpt_path": str(folder / "models" / "model.pt"),
+                "eval_split": "test", "output_dir": str(out), "progress_bar": False, "overwrite": True}
+        timing = run_bundle([BUNDLE[task.dims] / "configs" / n for n in ("inference.json", "evaluate.json")],
+                            log=folder / "test.log", args=args, env=self.env)
+        metrics = read_metrics(out / "metrics.csv")
+        fg = task.class_names[1:]
+        return {"dice": {c: _metric(metrics, f"dice_{c}") for c in fg},
+                "mean_dice": _metric(metrics, "mean_dice"),
+                "hd95": {c: _metric(metrics, f"hd95_{c}") for c in fg},
+                "test_cases": len(read_raw_metrics(out / "val_mean_dice_raw.csv")),
+                "metrics": metrics, "wall_s": timing["wall_s"], "cpu_s": timing["cpu_s"]}
+
+
+def prepare_task(name: str, data_root: Optional[Path], epochs: Optional[int] = None,
+                 val_interval: Optional[int] = None, phantom: Optional[Mapping[str, Any]] = None,
+                 overrides: Optional[Mapping[str, Any]] = None) -> Task:
+    """Resolve a task of :data:`TASKS`: prepare its data if needed and collect the bundle overrides.
+
+    Args:
+        name: a key of :data:`TASKS`.
+        data_root: folder of the real data sets (``<data_root>/<source>_<d>d``); None: the bundle's ``data/``.
+        epochs, val_interval: override the task's budget.
+        phantom: for the synthetic tasks, phantom settings (e.g. fewer, smaller cases for a smoke run); the set
+            is generated into ``<data_root>/phantom<d>d_<hash of the settings>``.
+        overrides: further bundle overrides (e.g. ``{"num_val": 1}``).
 
     Raises:
         subprocess.CalledProcessError: the data preparation failed.
     """
-    spec = TASKS[task]
-    if spec["data"] is None:
-        return None
-    out = os.path.join(BUNDLE[spec["dims"]], "data", spec["data"])
-    if not os.path.isfile(os.path.join(out, "dataset.json")):
-        source, dims = spec["data"].rsplit("_", 1)
-        subprocess.run([sys.executable, os.path.join(REPO, "scripts", "prepare_real_data.py"), "--source", source,
-                        "--dims", dims[0]], check=True)
-    return os.path.join(out, "bundle_args.json")
-
-
-def run_task(task: str, epochs: Optional[int], val_interval: Optional[int], work: str, fused: bool) -> Dict[str, Any]:
-    """Train and test KMUNet and UNet on one task; returns the task's results (metrics, parameters, times).
-
-    Args:
-        task: a key of :data:`TASKS`.
-        epochs: training epochs (None: the task's budget, else the bundle's).
-        val_interval: validation interval in epochs (None: the bundle's).
-        work: scratch folder; ``<work>/<task>/<model>`` is replaced.
-        fused: run with the compiled kernels (``MONAI_KAN_FUSED=1``).
-
-    Raises:
-        RuntimeError: a bundle command failed (the message names its log).
-    """
-    spec = TASKS[task]
-    dims = spec["dims"]
+    spec = TASKS[name]
+    config = bundle_config(spec.dims)
     data_args: Dict[str, Any] = {}
-    args_path = prepare(task)
-    if args_path is not None:
-        with open(args_path) as f:
-            data_args = json.load(f)
-    defaults = bundle_config(dims)
-    class_names = data_args.get("class_names", defaults["class_names"])
-    budget = {"epochs": epochs or spec["epochs"] or defaults["epochs"],
-              "val_interval": val_interval or defaults["val_interval"]}
-    env = {**os.environ, "MONAI_KAN_FUSED": "1" if fused else "0"}
-    result: Dict[str, Any] = {"task": task, "label": spec["label"], "dims": dims, "class_names": class_names,
-                              **budget, "models": {}}
-    for model in ("kmunet", "unet"):
-        folder = os.path.join(work, task, model)
-        if os.path.isdir(folder):
-            shutil.rmtree(folder)  # this script's own scratch space (under the git-ignored eval/)
-        os.makedirs(folder)
-        common = {**data_args, "network_def": network_def(model, dims), "progress_bar": False}
-        train_args = {**common, **budget, "ckpt_dir": os.path.join(folder, "models"),
-                      "log_dir": os.path.join(folder, "runs")}
-        print(f"[{task}] training {model} ({budget['epochs']} epochs) ...", flush=True)
-        timing = run_bundle([os.path.join(BUNDLE[dims], "configs", "train.json")],
-                            log=os.path.join(folder, "train.log"), args=train_args, env=env)
-        eval_args = {**common, "ckpt_path": os.path.join(folder, "models", "model.pt"), "eval_split": "test",
-                     "output_dir": os.path.join(folder, "test_eval")}
-        eval_args.pop("num_val", None)
-        print(f"[{task}] evaluating {model} on the test split ...", flush=True)
-        run_bundle([os.path.join(BUNDLE[dims], "configs", n) for n in ("inference.json", "evaluate.json")],
-                   log=os.path.join(folder, "eval.log"), args=eval_args, env=env)
-        metrics = read_metrics(os.path.join(folder, "test_eval", "metrics.csv"))
-        n_test = len(read_raw_metrics(os.path.join(folder, "test_eval", "val_mean_dice_raw.csv")))
-        result["models"][model] = {
-            "parameters": network_parameters(model, dims, len(class_names)),
-            "train_wall_s": round(timing["wall_s"], 1),
-            "train_cpu_s": round(timing["cpu_s"], 1),
-            "test_cases": n_test,
-            "metrics": metrics,
-        }
-        print(f"[{task}] {model}: {metrics}", flush=True)
-    return result
+    if spec.data is not None:
+        folder = (data_root or BUNDLE[spec.dims] / "data") / spec.data
+        if not (folder / "dataset.json").is_file():
+            source, dims = spec.data.rsplit("_", 1)
+            subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_real_data.py"), "--source", source,
+                            "--dims", dims[0], "--out", str(folder)], check=True)
+        data_args = json.loads((folder / "bundle_args.json").read_text())
+    elif phantom:
+        settings = {**config["phantom"], **phantom}
+        tag = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        folder = (data_root or BUNDLE[spec.dims] / "data") / f"phantom{spec.dims}d_{tag}"
+        data_args = {"phantom": settings, "dataset_dir": str(folder),
+                     "default_dataset_dir": str(folder)}
+    data_args.update(overrides or {})
+    return Task(name=name, dims=spec.dims, label=spec.label, epochs=epochs or spec.epochs,
+                val_interval=val_interval or spec.val_interval,
+                class_names=list(data_args.get("class_names", config["class_names"])),
+                patch_size=list(data_args.get("patch_size", config["patch_size"])), data_args=data_args,
+                network_def=dict(config["network_def"]))
 
 
-def _fmt(value: Optional[float], digits: int = 3) -> str:
-    if value is None or value != value:
-        return "n/a"
-    if value == float("inf"):
-        return "inf"
-    return f"{value:.{digits}f}"
+# ---------------------------------------------------------------------------------------------------------------------
+# tables and the generated sentences
 
 
-def render(results: Dict[str, Any], dims: int, machine: str) -> str:
-    """The comparison tables of the ``dims``-D tasks (the text between the README markers).
+def arm_label(arm: str, res: Mapping[str, Any]) -> str:
+    """Row name of ``arm`` in the table of task result ``res``."""
+    a = res["arms"][arm]
+    if arm == "kmunet":
+        return "KMUNet (bundle default)"
+    if arm == "unet":
+        return "(a) UNet, same channels"
+    if arm == "unet_wide":
+        return f"(b) UNet, channels x{res['width_factor']:.2f} (parameters matched)"
+    if arm == "unet_time":
+        return f"(c) UNet, same channels, {a['epochs']} epochs (train time matched)"
+    return "(d) KMUNet topology, plain convolutions"
+
+
+def summarize(res: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Per row: mean and std over seeds of test Dice per class and mean Dice, train time and peak memory.
 
     Args:
-        results: task -> :func:`run_task` result.
-        dims: 2 or 3.
-        machine: description of the machine, for the caption.
+        res: a :func:`run_task` result.
+
+    Returns:
+        row -> ``{"label", "lr", "epochs", "parameters", "macs_per_voxel", "dice": {class: (mean, std)},
+        "mean_dice": (mean, std), "train_s": (mean, std), "peak_mib": (mean, std), "n_seeds"}``; std is the
+        sample std (None for one seed).
     """
-    lines = ["",
-             f"Generated by `python scripts/compare_unet.py` on {machine}; numbers are measured, not typed. "
-             "Test split = the dataset's held-out `test` list (never used for training or checkpoint selection). "
-             "HD95 is in voxels of the original image grid (1 mm for the phantoms and MNI152). Train time is the "
-             "wall-clock time of the training command (data caching, validation and compilation included) with "
-             "its CPU time in brackets; the machine was shared with other jobs, so wall-clock times are upper "
-             "bounds.", ""]
-    for task, res in results.items():
-        if res["dims"] != dims:
+    rows = {}
+    for arm, a in res["arms"].items():
+        runs = list(a["seeds"].values())
+        rows[arm] = {
+            "label": arm_label(arm, res), "lr": a["lr"], "epochs": a["epochs"], "parameters": a["parameters"],
+            "macs_per_voxel": a["macs_per_voxel"], "n_seeds": len(runs),
+            "dice": {c: _mean_std([r["test"]["dice"].get(c) for r in runs]) for c in res["class_names"][1:]},
+            "mean_dice": _mean_std([r["test"]["mean_dice"] for r in runs]),
+            "train_s": _mean_std([r["train"]["train_loop_s"] for r in runs]),
+            "peak_mib": _mean_std([r["train"]["peak_rss_mib"] for r in runs]),
+        }
+    return rows
+
+
+def _pm(ms: Tuple[float, Optional[float]], digits: int = 3) -> str:
+    mean, std = ms
+    if mean != mean:
+        return "n/a"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _short(label: str) -> str:
+    """``(a) UNet, same channels`` -> ``(a)``; KMUNet's own label unchanged."""
+    return label.split(" ", 1)[0] if label.startswith("(") else label
+
+
+def verdict(rows: Mapping[str, Mapping[str, Any]], class_names: Sequence[str]) -> str:
+    """The generated sentences: where KMUNet loses (test Dice per class and mean, then cost), and where it is best.
+
+    Every comparison is computed from ``rows`` (:func:`summarize`): a baseline beats KMUNet on a class when its mean
+    test Dice over the seeds is higher at the table's 3 decimals; "within the seed spread" marks a gap smaller than
+    the larger of the two seed standard deviations. Costs (parameters, MACs per voxel, train time, peak memory)
+    are ratios KMUNet / baseline, listed where KMUNet needs more than 1.05x.
+
+    Args:
+        rows: :func:`summarize` of one task.
+        class_names: all classes, background first.
+    """
+    k = rows["kmunet"]
+    targets = [(c, f"Dice {c}") for c in class_names[1:]] + [(None, "mean Dice")]
+
+    def dice(row, c):
+        return row["mean_dice"] if c is None else row["dice"][c]
+
+    losses = []
+    for arm, row in rows.items():
+        if arm == "kmunet":
             continue
-        fg = res["class_names"][1:]
-        lines.append(f"**{res['label']}** ({res['epochs']} epochs, validation every {res['val_interval']}; "
-                     f"{next(iter(res['models'].values()))['test_cases']} test cases)")
-        lines.append("")
-        header = ["model", "parameters"] + [f"Dice {c}" for c in fg] + ["mean Dice"] + [f"HD95 {c}" for c in fg]
-        header += ["train time (CPU)"]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] * len(header)) + "|")
-        for model, m in res["models"].items():
-            name = "KMUNet" if model == "kmunet" else "UNet (MONAI)"
-            met = m["metrics"]
-            row = [name, f"{m['parameters']:,}"]
-            row += [_fmt(met.get(f"val_dice_{c}")) for c in fg] + [_fmt(met.get("val_mean_dice"))]
-            row += [_fmt(met.get(f"val_hd95_{c}"), 1) for c in fg]
-            row += [f"{m['train_wall_s'] / 60:.1f} min ({m['train_cpu_s'] / 60:.1f} min)"]
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
+        items = []
+        for c, name in targets:
+            (km, ks), (bm, bs) = dice(k, c), dice(row, c)
+            if bm == bm and km == km and round(bm, 3) > round(km, 3):  # a gap the table shows
+                spread = max(s for s in (ks, bs, 0.0) if s is not None)
+                note = ", within the seed spread" if bm - km < spread else ""
+                items.append(f"{name} ({bm:.3f} vs KMUNet's {km:.3f}{note})")
+        if items:
+            losses.append(f"{row['label']} on " + ", ".join(items))
+    if losses:
+        text = "**Where KMUNet loses:** on test Dice to " + "; to ".join(losses) + "."
+    else:
+        text = "**Where KMUNet loses:** on test Dice to none of the baselines here."
+    costs = []
+    for arm, row in rows.items():
+        if arm == "kmunet":
+            continue
+        parts = []
+        for key, name in (("parameters", "the parameters"), ("macs_per_voxel", "the MACs per voxel"),
+                          ("train_s", "the train time"), ("peak_mib", "the peak memory")):
+            kv, bv = (k[key][0], row[key][0]) if isinstance(k[key], tuple) else (k[key], row[key])
+            if bv and kv == kv and bv == bv and kv / bv > 1.05:
+                parts.append(f"{kv / bv:.1f}x {name}")
+        if parts:
+            costs.append(f"{', '.join(parts)} of {_short(row['label'])}")
+    if costs:
+        text += " On cost it needs " + "; ".join(costs) + "."
+    best = []
+    for c, name in targets:
+        values = {arm: dice(row, c)[0] for arm, row in rows.items() if dice(row, c)[0] == dice(row, c)[0]}
+        if values and max(values, key=values.get) == "kmunet":
+            best.append(name)
+    text += (" KMUNet has the best " + ", ".join(best) + " of all rows." if best
+             else " KMUNet has the best test Dice of no class.")
+    return text
+
+
+def render_task(res: Mapping[str, Any]) -> List[str]:
+    """The markdown lines of one task: caption, table, generated verdict."""
+    rows = summarize(res)
+    fg = res["class_names"][1:]
+    n_test = next(iter(next(iter(res["arms"].values()))["seeds"].values()))["test"]["test_cases"]
+    n_seeds = len(res["seeds"])
+    lines = [f"**{res['label']}**: {res['epochs']} epoch{'s' if res['epochs'] != 1 else ''} (row c: "
+             f"{res['time_matched']['epochs']}), validation "
+             f"every {res['val_interval']}, learning rate from {{{', '.join(f'{x:g}' for x in res['lrs'])}}} "
+             f"on the validation split (row c: {'searched too' if res.get('lr_search_time_matched') else 'row a'}"
+             f"'s), {n_seeds} seed{'s' if n_seeds > 1 else ''}, {n_test} test case{'s' if n_test != 1 else ''}; "
+             f"`{res.get('command', 'python scripts/compare_unet.py')}`, {res.get('runs', 0)} bundle commands in "
+             f"{res.get('protocol_wall_s', 0.0) / 3600:.2f} h", ""]
+    header = (["model", "lr", "parameters", "MACs/voxel", "train time", "peak memory"] + [f"Dice {c}" for c in fg]
+              + ["mean Dice"])
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for arm, r in rows.items():
+        cells = [r["label"], f"{r['lr']:g}", f"{r['parameters']:,}", f"{r['macs_per_voxel'] / 1e3:,.1f} k",
+                 _duration(r["train_s"][0]), f"{r['peak_mib'][0]:,.0f} MiB"]
+        cells += [_pm(r["dice"][c]) for c in fg] + [_pm(r["mean_dice"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", verdict(rows, res["class_names"]), ""]
+    return lines
+
+
+def render(results: Mapping[str, Mapping[str, Any]], dims: int, machine: str) -> str:
+    """The comparison section of the ``dims``-D bundle README (the text between the markers).
+
+    Args:
+        results: task -> :func:`run_task` result (with ``"command"``, ``"protocol_wall_s"`` and ``"runs"``).
+        dims: 2 or 3.
+        machine: the machine, for the caption.
+    """
+    tasks = [r for r in results.values() if r["dims"] == dims]
+    wall = sum(r.get("protocol_wall_s", 0.0) for r in tasks)
+    loads = [run["train"]["load_avg"] for r in tasks for a in r["arms"].values() for run in a["seeds"].values()
+             if "load_avg" in run["train"]]
+    if loads:
+        load = (f"The 1-minute load average at the end of the trainings was {statistics.fmean(loads):.1f} "
+                f"(max {max(loads):.1f}) on {os.cpu_count()} cores; the protocol alone accounts for up to about 4 "
+                "(two torch threads, two data-loader workers), more means other jobs shared the machine and the "
+                "times are upper bounds.")
+    else:
+        load = "The machine load was not recorded."
+    lines = ["",
+             f"Generated by `scripts/compare_unet.py` on {machine}: {wall / 3600:.2f} h of bundle commands for these "
+             "tables (each table names its command); the numbers and the verdicts under each table are computed "
+             "by the script, not typed. Protocol "
+             "(docs/comparison_protocol.md): every row is trained by this bundle's `train.json` and tested by its "
+             "`evaluate.json` on the held-out `test` list, which plays no part in training, checkpoint or "
+             "learning-rate selection; each row's learning rate is the grid value with the best validation Dice "
+             "(first seed). Dice: mean ± sample std over the seeds of the test-set mean. "
+             "MACs/voxel: multiply-accumulates of the convolutions in one forward pass per input voxel (a KAN "
+             "convolution counts G + k + 1 per edge and kernel offset; basis evaluation, norms and activations not "
+             "counted). Train time: the training loop (validation included, start-up and data caching not), mean "
+             "over seeds; peak memory: the training process's maximum resident set (the cached data set and the "
+             "runtime included, so differences are what the networks add). " + load, ""]
+    for res in tasks:
+        lines += render_task(res)
     return "\n".join(lines)
 
 
-def write_readmes(results: Dict[str, Any], machine: str) -> None:
-    """Write the tables into the README of each bundle that has results.
+def readme_targets(values: Sequence[str]) -> Dict[int, Path]:
+    """``--readme`` values -> dims -> README: ``bundles`` (both bundles' docs/README.md), ``2d=PATH``, ``3d=PATH``.
+
+    Raises:
+        ValueError: another form.
+    """
+    out: Dict[int, Path] = {}
+    for value in values:
+        if value == "bundles":
+            out.update({d: BUNDLE[d] / "docs" / "README.md" for d in (2, 3)})
+        elif value[:3] in ("2d=", "3d="):
+            out[int(value[0])] = Path(value[3:])
+        else:
+            raise ValueError(f"--readme takes 'bundles', '2d=PATH' or '3d=PATH', got {value!r}.")
+    return out
+
+
+def write_readmes(results: Mapping[str, Mapping[str, Any]], targets: Mapping[int, Path], machine: str) -> List[Path]:
+    """Write the tables between the comparison markers of each target README that has results.
 
     Args:
         results: task -> :func:`run_task` result.
-        machine: description of the machine, for the caption.
+        targets: dims -> README.
+        machine: the machine, for the caption.
+
+    Returns:
+        the READMEs written.
 
     Raises:
-        ValueError: a README lacks the comparison markers.
+        ValueError: a README lacks the markers.
     """
-    for dims in (3, 2):
-        if not any(r["dims"] == dims for r in results.values()):
-            continue
-        readme = os.path.join(BUNDLE[dims], "docs", "README.md")
-        write_between_markers(readme, START, END, render(results, dims, machine))
-        print(f"tables written to {readme}")
+    written = []
+    for dims, path in targets.items():
+        if any(r["dims"] == dims for r in results.values()):
+            write_between_markers(path, START, END, render(results, dims, machine))
+            written.append(path)
+    return written
 
 
 def main(argv=None) -> int:
@@ -235,44 +804,55 @@ def main(argv=None) -> int:
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {list(TASKS)}")
-    parser.add_argument("--epochs", type=int, default=None, help="override the bundle's epochs (all tasks)")
-    parser.add_argument("--val-interval", type=int, default=None)
-    parser.add_argument("--work", default=None, help="scratch folder (default: <bundle>/eval/compare)")
+    parser.add_argument("--epochs", type=int, default=None, help="override every task's epochs")
+    parser.add_argument("--val-interval", type=int, default=None, help="override every task's validation interval")
+    parser.add_argument("--lrs", default=",".join(f"{x:g}" for x in DEFAULT_LRS), help="learning-rate grid")
+    parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="seeds (the first one searches)")
+    parser.add_argument("--lr-search-time-matched", action="store_true",
+                        help="search the learning rate of row (c) too (default: row (a)'s)")
+    parser.add_argument("--work", type=Path, default=REPO / "eval" / "compare_unet",
+                        help="cache and scratch folder (default: eval/compare_unet, git-ignored)")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="folder of the real data sets (default: the bundles' data/ folders)")
+    parser.add_argument("--phantom", type=json.loads, default=None,
+                        help="JSON phantom settings for the synthetic tasks (smoke runs), e.g. '{\"num_train\": 5}'")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
+                        help="further bundle override for every task, e.g. num_val=1 (repeatable)")
     parser.add_argument("--eager", action="store_true", help="MONAI_KAN_FUSED=0 (no torch.compile)")
-    parser.add_argument("--write-only", action="store_true", help="only re-render the README tables")
-    parser.add_argument("--results-dir", default=None,
-                        help="keep the raw results here (comparison_<d>d.json) instead of "
-                             "<bundle>/docs/comparison.json and leave the READMEs alone (for runs in parallel)")
+    parser.add_argument("--readme", action="append", default=[], metavar="bundles|2d=PATH|3d=PATH",
+                        help="write the tables between the comparison markers of these READMEs (repeatable)")
+    parser.add_argument("--write-only", action="store_true", help="only render <work>/results.json")
     args = parser.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         parser.error(f"unknown tasks {unknown}; choose from {list(TASKS)}")
-    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores (shared)"
-    if args.results_dir:
-        os.makedirs(args.results_dir, exist_ok=True)
-        results_path = {d: os.path.join(args.results_dir, f"comparison_{d}d.json") for d in (2, 3)}
-    else:
-        results_path = {d: os.path.join(BUNDLE[d], "docs", "comparison.json") for d in (2, 3)}
-    results: Dict[str, Any] = {}
-    for d in (3, 2):
-        if os.path.isfile(results_path[d]):
-            with open(results_path[d]) as f:
-                results.update(json.load(f))
+    try:
+        targets = readme_targets(args.readme)
+    except ValueError as e:
+        parser.error(str(e))
+    overrides = {}
+    for item in args.override:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)
+    lrs = [float(x) for x in args.lrs.split(",")]
+    seeds = [int(x) for x in args.seeds.split(",")]
+    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    command = "python scripts/compare_unet.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    results_path = args.work / "results.json"
+    results: Dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if not args.write_only:
-        for task in tasks:
-            dims = TASKS[task]["dims"]
-            work = args.work or os.path.join(BUNDLE[dims], "eval", "compare")
-            results[task] = run_task(task, args.epochs, args.val_interval, work, fused=not args.eager)
-            for d in (3, 2):  # save after every task: an interruption loses at most one task
-                subset = {k: v for k, v in results.items() if v["dims"] == d}
-                if subset:
-                    with open(results_path[d], "w") as f:
-                        json.dump(subset, f, indent=2)
-            if not args.results_dir:
-                write_readmes({k: v for k, v in results.items() if k in TASKS}, machine)
-    else:
-        write_readmes(results, machine)
+        runner = BundleRunner(args.work, fused=not args.eager)
+        for name in tasks:
+            task = prepare_task(name, args.data_root, args.epochs, args.val_interval, args.phantom, overrides)
+            res = run_task(task, runner, args.work, lrs, seeds, args.lr_search_time_matched,
+                           log=lambda m: print(m, flush=True))
+            res["command"] = command
+            results[name] = res
+            results_path.write_text(json.dumps(results, indent=2))
+            print("\n".join(render_task(res)), flush=True)
+    for path in write_readmes({k: v for k, v in results.items() if k in tasks}, targets, machine):
+        print(f"tables written to {path}")
     return 0
 
 
