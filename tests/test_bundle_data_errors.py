@@ -144,7 +144,8 @@ def test_header_check_of_channels_and_dimensions(clean, tmp_path):
 def test_checked_load_imaged_names_the_file(clean, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(clean / "d3", data)
-    item = {"image": str(data / "imagesTr" / "phantom_000.nii.gz"), "label": str(data / "labelsTr" / "phantom_000.nii.gz")}
+    item = {"image": str(data / "imagesTr" / "phantom_000.nii.gz"),
+            "label": str(data / "labelsTr" / "phantom_000.nii.gz")}
     load = CheckedLoadImaged(["image", "label"], channels={"image": 1, "label": 1}, spatial_dims=3)
     out = load(item)
     assert out["image"].shape[0] == 1 and out["label"].shape == out["image"].shape
@@ -171,12 +172,13 @@ def test_data_error_message_walks_the_chain_and_worker_text():
         try:
             raise RuntimeError("Failed to instantiate component 'monai.data.dataset.CacheDataset'") from wrapped
         except RuntimeError as outer:
-            assert data_error_message(outer) == "DatasetError: label /d/x.nii.gz holds values [0, 5], outside 0..2; fix it."
+            expected = "DatasetError: label /d/x.nii.gz holds values [0, 5], outside 0..2; fix it."
+            assert data_error_message(outer) == expected
     worker = RuntimeError("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
                           "last):\n  File ...\nmonai_kan.data.msd.DatasetReadError: image file /d/y.nii.gz cannot be "
                           "read (expected a readable image): EOFError: cut\n\nThe above exception was the direct cause")
-    assert data_error_message(worker) == ("DatasetReadError: image file /d/y.nii.gz cannot be read (expected a readable "
-                                          "image): EOFError: cut")
+    assert data_error_message(worker) == ("DatasetReadError: image file /d/y.nii.gz cannot be read (expected a "
+                                          "readable image): EOFError: cut")
     assert data_error_message(ValueError("something else")) is None and data_error_message(None) is None
 
 
