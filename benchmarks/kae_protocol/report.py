@@ -311,8 +311,9 @@ def render_report(results: dict, meta: dict) -> str:
         "constants of one output summed into one bias; **KAE (p, edge constants)**, `constant=\"edge\"`, one "
         "learnable order-0 coefficient per edge (initialised N(0, 0.01^2)) plus the bias, as the authors' code "
         "stores it. Every edge constant of an output receives that output's bias gradient, so Adam moves their sum "
-        "about `in_features` times faster than a single bias. Plus, beyond the paper, a tuned MLP autoencoder "
-        "`784-h-d-h-784` with one hidden ReLU layer of width h on each side.",
+        "about `in_features` times faster than a single bias."
+        + (" Plus, beyond the paper, a tuned MLP autoencoder `784-h-d-h-784` with one hidden ReLU layer of width h "
+           "on each side." if "mlp" in _models(results) else ""),
         f"- Optimiser: `torch.optim.Adam` with L2 weight decay (PyTorch's fused implementation, the same update), "
         f"batch {p['batch_size']}.",
         f"- Reconstruction MSE: mean over every pixel of the test set. Recall@{p['recall_k']}: "
@@ -337,8 +338,9 @@ def render_report(results: dict, meta: dict) -> str:
             "lowest validation MSE wins. The chosen configuration is then trained on the whole training set for "
             "every seed and evaluated on the test set. **Test metrics never take part in the selection** (the "
             "paper reports 'the best-performing configuration' without saying on what data it was picked). Grid of "
-            "the paper's models: lr {1e-4, 1e-5} x weight decay {1e-4, 1e-5}. Grid of the MLP: lr {1e-3, 1e-4} x "
-            "hidden width {64, 256}, weight decay 1e-5."
+            "the paper's models: lr {1e-4, 1e-5} x weight decay {1e-4, 1e-5}."
+            + (" Grid of the MLP: lr {1e-3, 1e-4} x hidden width {64, 256}, weight decay 1e-5."
+               if "mlp" in _models(results) else "")
         )
     else:
         lines.append(
@@ -408,19 +410,20 @@ def _cost_section(results: dict, meta: dict) -> List[str]:
         "",
         "## Cost: parameters and training time",
         "",
-        "Training time: mean wall time of one full training (all epochs, whole training set) over the seeds, on "
-        "this shared 2-core machine. Parameters: learnable parameters of the whole autoencoder.",
+        "Training time: mean wall and CPU time of one full training (all epochs, whole training set) over the "
+        "seeds, in one worker with one thread on this shared 2-core machine. Parameters: learnable parameters of "
+        "the whole autoencoder.",
         "",
     ]
     cols = _columns(results)
-    head = ["Model"] + [f"{DATASET_INFO.get(ds, (ds,))[0]} d={d}: params / train s" for ds, d in cols]
+    head = ["Model"] + [f"{DATASET_INFO.get(ds, (ds,))[0]} d={d}: params / train s / train CPU s" for ds, d in cols]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in _models(results):
         row = [MODEL_SPECS[key].label]
         for ds, d in cols:
             cell = cells.get(f"{ds}/{d}/{key}", {})
-            t = cell_stats(cell, "train_time")
-            row.append("—" if t is None else f"{cell.get('params', 0):,} / {t[0]:.1f}")
+            t, c = cell_stats(cell, "train_time"), cell_stats(cell, "train_cpu")
+            row.append("—" if t is None else f"{cell.get('params', 0):,} / {t[0]:.1f} / {_fmt(c and c[0], 1)}")
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
@@ -443,9 +446,9 @@ def _cost_section(results: dict, meta: dict) -> List[str]:
                 f"grid, from scratch: {run['wall_time'] / 60:.1f} min wall** (invocation {n}, "
                 f"{scope['trainings_run']} trainings: {scope['selection_run']} for the selection, {scope['seed_run']} "
                 f"final trainings + evaluations)"
-                + (f"; CPU time of all its processes {run['cpu_time'] / 60:.1f} core-min, i.e. "
-                   f"{run['cpu_time'] / 60 / (meta.get('cpu_count') or 1):.1f} min on {meta.get('cpu_count')} cores "
-                   "that nothing else uses, and load average "
+                + (f"; CPU time of all its processes {run['cpu_time'] / 60:.1f} core-min, i.e. at best "
+                   f"{run['cpu_time'] / 60 / (meta.get('cpu_count') or 1):.1f} min on {meta.get('cpu_count')} "
+                   "otherwise idle cores (if the work split evenly), and load average "
                    f"{run['load_average'][0]:.1f} -> {run['load_average'][1]:.1f} while it ran"
                    if run.get("cpu_time") and run.get("load_average") and None not in run["load_average"] else "")
                 + "."
@@ -464,11 +467,12 @@ def _cost_section(results: dict, meta: dict) -> List[str]:
         )
     lines += [
         "",
-        "The machine is shared: a load average above its 2 cores means other jobs took part of them. Sum of the "
-        "training (and evaluation) times per dataset and latent size, the seven paper models, one seed (what one "
-        "worker alone would need):",
+        "The machine is shared: a load average above its 2 cores means other jobs took part of them, which "
+        "stretches wall time (and somewhat CPU time). Sum of the CPU time of the trainings (and evaluations) per "
+        "dataset and latent size, the seven paper models, one seed (what one idle core would need, without start-up "
+        "and compilation):",
         "",
-        "| Dataset, d | KAE | selection (s) | one seed: train + evaluate (s) | sum (min) |",
+        "| Dataset, d | KAE | selection (CPU s) | one seed: train + evaluate (CPU s) | sum (core-min) |",
         "|---|---|---|---|---|",
     ]
     for ds, d in cols:
@@ -480,9 +484,9 @@ def _cost_section(results: dict, meta: dict) -> List[str]:
                 if not cell or not cell.get("runs"):
                     complete = False
                     continue
-                sel += cell.get("selection_time", 0.0)
+                sel += sum(r.get("train_cpu", r["train_time"]) for r in cell.get("selection", []))
                 first = next(iter(cell["runs"].values()))
-                one += first["train_time"] + first["eval_time"]
+                one += first.get("train_cpu", first["train_time"]) + first.get("eval_cpu", first["eval_time"])
             if complete:
                 lines.append(f"| {DATASET_INFO.get(ds, (ds,))[0]}, {d} | {which} | {sel:.0f} | {one:.0f} | "
                              f"{(sel + one) / 60:.1f} |")
