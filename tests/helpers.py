@@ -1,6 +1,7 @@
 """Helpers shared by the tests."""
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -11,10 +12,15 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def load_script(name: str) -> ModuleType:
-    """``scripts/<name>.py`` as a fresh module (scripts are files, not an installed package)."""
+    """``scripts/<name>.py`` as a fresh module (scripts are files, not an installed package); ``scripts/`` is on
+    ``sys.path`` while it loads, as when it is run, so that it can import its siblings (``_bundle_runs``)."""
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPTS))
     return module
 
 

@@ -5,23 +5,18 @@ writer."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
-from helpers import SCRIPTS, load_script
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    sys.path.insert(0, str(SCRIPTS))  # the script imports its sibling _bundle_runs
-    try:
-        yield load_script("compare_unet")
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return load_script("compare_unet")
 
 
 def toy_task(script, name="toy"):

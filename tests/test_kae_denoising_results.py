@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from helpers import SCRIPTS, load_script
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    sys.path.insert(0, str(SCRIPTS))  # the script imports its sibling _bundle_runs
-    try:
-        yield load_script("kae_denoising_results")
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return load_script("kae_denoising_results")
 
 
 def test_cached_results_are_computed_once(script, tmp_path):
