@@ -28,6 +28,8 @@ from typing import List
 
 from _bundle_runs import REPO, read_raw_metrics, run_bundle
 
+from monai_kan.visualize.overlay import save_overlay_png
+
 BUNDLE = os.path.join(REPO, "bundles", "kmunet_3d_segmentation")
 CONFIGS = os.path.join(BUNDLE, "configs")
 
@@ -70,47 +72,6 @@ def dice_table(eval_dir: str, class_names: List[str]) -> str:
     return "\n".join(lines)
 
 
-def overlay_png(image_path: str, label_path: str, pred_path: str, out_png: str) -> None:
-    """Axial slice through the largest tumor cross-section: image, image + label, image + prediction.
-
-    Args:
-        image_path: the image (NIfTI).
-        label_path: its label map.
-        pred_path: the predicted label map, on the image's grid.
-        out_png: the figure to write.
-
-    Raises:
-        ValueError: prediction and label differ in shape.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import nibabel as nib
-    import numpy as np
-    from matplotlib.colors import ListedColormap
-
-    image = nib.load(image_path).get_fdata()
-    label = np.asarray(nib.load(label_path).dataobj)
-    pred = np.asarray(nib.load(pred_path).dataobj)
-    if pred.shape != label.shape:
-        raise ValueError(f"prediction {pred_path} has shape {pred.shape}, label {label_path} has {label.shape}.")
-    z = int(np.argmax((label == 2).sum(axis=(0, 1)))) if (label == 2).any() else label.shape[2] // 2
-    colours = ListedColormap([(0, 0, 0, 0), (1.0, 0.85, 0.1, 0.45), (0.9, 0.1, 0.1, 0.6)])
-    shown = np.clip(image[:, :, z], -200, 300).T
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-    for ax, (title, overlay) in zip(axes, [("image", None), ("label", label), ("prediction (KM-UNet)", pred)]):
-        ax.imshow(shown, cmap="gray", origin="lower")
-        if overlay is not None:
-            ax.imshow(overlay[:, :, z].T, cmap=colours, vmin=0, vmax=2, origin="lower", interpolation="nearest")
-        ax.set_title(title)
-        ax.axis("off")
-    fig.suptitle(f"{os.path.basename(image_path)}, slice z={z}: organ (yellow), tumor (red)")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-
-
 def main(argv=None) -> int:
     """Command-line entry point; returns the exit status.
 
@@ -148,7 +109,9 @@ def main(argv=None) -> int:
     image, label = (os.path.join(data_dir, first[k]) for k in ("image", "label"))
     pred = os.path.join(pred_dir, os.path.basename(image).replace(".nii.gz", "_seg.nii.gz"))
     png = os.path.join(run_dir, "overlay.png")
-    overlay_png(image, label, pred, png)
+    # the tumor's largest axial cross-section: image, image + label, image + prediction
+    save_overlay_png(png, image, label, pred, class_names=["background", "organ", "tumor"],
+                     intensity_range=[-200, 300], pred_title="prediction (KM-UNet)")
 
     table = dice_table(eval_dir, ["background", "organ", "tumor"])
     with open(os.path.join(run_dir, "dice_table.md"), "w") as f:
