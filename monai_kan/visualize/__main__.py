@@ -2,8 +2,13 @@
 
 Examples::
 
-    # a bundle: the network from configs/inference.json (or train.json), the weights from models/model.pt
-    python -m monai_kan.visualize bundles/kmunet_2d_segmentation --out splines --data images.pt
+    # a trained bundle: the network from configs/inference.json (or train.json), the weights from models/model.pt,
+    # the data: the first batch of the validation dataloader of configs/train.json (its preprocessing applied)
+    python -m monai_kan.visualize bundles/kmunet_2d_segmentation --out splines --bundle-data validate#dataloader
+
+    # your own network input: a tensor [N, C, *spatial] saved with torch.save (or {"image": tensor}; .npy/.npz
+    # work too), or image files (read as stored: preprocess them as the network expects)
+    python -m monai_kan.visualize bundles/kmunet_2d_segmentation --out splines --data batch.pt
 
     # a bare checkpoint: give the architecture
     python -m monai_kan.visualize model.pt --out splines --random-input 1,1,64,64 \\
@@ -55,13 +60,49 @@ def _bundle_batch(bundle: str, item: str, configs: Optional[List[str]], key: str
     cfg_dir = os.path.join(bundle, "configs")
     parser.read_config(configs or [os.path.join(cfg_dir, "train.json")])
     parser["bundle_root"] = bundle
+    if item not in parser:
+        raise ValueError(f"`--bundle-data` {item!r} is not a config id of {configs or 'configs/train.json'}.")
+    if "prepare_data" in parser:  # the bundles' first initialize step: writes the default (phantom) data once
+        parser.get_parsed_content("prepare_data")
     batch = next(iter(parser.get_parsed_content(item)))
-    return torch.as_tensor(batch[key] if isinstance(batch, dict) else batch[0]).float()
+    batch = torch.as_tensor(batch[key] if isinstance(batch, dict) else batch[0]).float()
+    return batch.as_tensor() if hasattr(batch, "as_tensor") else batch  # a plain tensor, not a MetaTensor
+
+
+def pad_to_network(net: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """``batch`` padded so that the network accepts it: every spatial size up to a multiple of the network's
+    ``size_divisor`` (KMUNet: the product of its ``strides``) with MONAI's ``DivisiblePad``; unchanged for networks
+    without one. Whole-image batches (``--bundle-data validate#dataloader``: the validation images at their own
+    sizes) are rarely divisible. Only the layer inputs are recorded, no output is shown, so nothing is cropped back.
+
+    Args:
+        net: the network.
+        batch: ``(N, C, *spatial)``.
+
+    Raises:
+        ValueError: ``batch`` has fewer than 3 dimensions while the network has a ``size_divisor``.
+    """
+    k = getattr(net, "size_divisor", None)
+    if k is None:
+        return batch
+    if batch.dim() < 3:
+        raise ValueError(f"the network input must be (N, C, *spatial), got shape {tuple(batch.shape)}.")
+    from monai.transforms import DivisiblePad
+
+    n, c, spatial = batch.shape[0], batch.shape[1], batch.shape[2:]
+    # edge padding repeats border values: it adds none outside the data range that the plots shade
+    padded = DivisiblePad(k=list(k), mode="edge")(batch.reshape(n * c, *spatial))
+    padded = torch.as_tensor(padded)
+    padded = padded.as_tensor() if hasattr(padded, "as_tensor") else padded
+    return padded.reshape(n, c, *padded.shape[1:])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m monai_kan.visualize", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="Inputs whose spatial sizes the network cannot take (KMUNet: not divisible by "
+                                        "the product of its strides) are edge-padded to the next multiple "
+                                        "(monai.transforms.DivisiblePad).")
     ap.add_argument("path", help="bundle directory, or checkpoint file (a state dict)")
     ap.add_argument("--out", required=True, help="output directory for the PNGs and summary.json")
     ap.add_argument("--network-def", help="architecture as a JSON config item (string or .json file)")
@@ -69,10 +110,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--network-key", default="network_def", help="config id of the network (default: network_def)")
     ap.add_argument("--checkpoint", help="weights to load (default for a bundle: models/model.pt)")
     data = ap.add_mutually_exclusive_group()
-    data.add_argument("--data", nargs="+", help="network input: .pt/.npy/.npz batch or image files (one pass "
-                                                "records each layer's input range and the edge importance)")
+    data.add_argument("--data", nargs="+", help="network input (one pass records each layer's input range and the "
+                                                "edge importance): a tensor [N, C, *spatial] saved with torch.save "
+                                                "(.pt, or a dict holding it under --data-key), .npy/.npz, or image "
+                                                "files read as stored (not preprocessed)")
     data.add_argument("--bundle-data", metavar="CONFIG_ID",
-                      help="take the first batch of this dataloader of the bundle, e.g. validate#dataloader")
+                      help="take the first batch of this dataloader of the bundle (its preprocessing applied), "
+                           "e.g. validate#dataloader of configs/train.json (or of --config-file)")
     data.add_argument("--random-input", metavar="N,C,*SPATIAL", help="standard-normal input of this shape")
     data.add_argument("--ranges", help="summary.json of an earlier run: its recorded data ranges")
     ap.add_argument("--data-key", default="image", help="key of the image in dict batches/files (default: image)")
@@ -98,6 +142,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.ranges:
             with open(args.ranges) as f:
                 ranges = {k: torch.tensor(v["data_range"]) for k, v in json.load(f).items() if "data_range" in v}
+        if batch is not None:
+            batch = pad_to_network(net, batch)
         files = visualize_network(net, args.out, batch, ranges, args.layers, args.top_k, args.kernel_pairs, args.dpi)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
