@@ -7,12 +7,20 @@ Every edge ``(c_out, c_in[, kernel offset])`` carries a univariate function
 with learnable control points ``c_i`` (``spline_weight``, optionally times a per-edge ``spline_scaler``) on the knots
 of input channel ``c_in``. With ``base_activation=None`` the edge is the pure B-spline of the KAN
 (Liu et al., arXiv:2404.19756, eq. 2.10 without the residual) and KM-UNet formulations.
+
+Low-rank (separable) form, ``rank=r``: each input channel ``c`` has ``r`` learnable B-spline functions
+``phi_{c,s}(x) = sum_i a_{c,s,i} B_i(x)`` (``shared_spline_weight``) shared by all outputs and kernel offsets, and each
+edge mixes them, ``F(x) = w_base * act(x) + sum_s m_s phi_{c,s}(x)`` (``spline_weight`` then holds the mixing weights
+``m``). The effective control points of an edge are ``sum_s m_s a_{c,s}``, so every tool that reads edge functions
+through :meth:`BSplineKANBase.coefficients` sees the low-rank layer as the full one it represents (the "low-rank KANs"
+of the KM-UNet slides' future work, V. Kumar 2025). A convolution then costs ``r + 1`` plain convolutions instead of
+``G + k + 1``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -22,7 +30,10 @@ from monai_kan.basis.bspline import bspline_basis, is_uniform_knots, make_knots,
 from monai_kan.layers.fused import activation_name, basis_dtype, expand_bspline, kan_convolution
 from monai_kan.utils import check_positive_int
 
-__all__ = ["BSplineKANBase", "get_base_activation", "sample_rows"]
+__all__ = ["BSplineKANBase", "SPLINE_INITS", "get_base_activation", "sample_rows"]
+
+#: named control-point initialisations; any activation (name, ``(name, args)`` or module) is fitted instead
+SPLINE_INITS = ("noise", "zero", "linear")
 
 
 def get_base_activation(base_activation: Union[str, tuple, nn.Module, None]) -> Optional[nn.Module]:
@@ -45,6 +56,22 @@ def get_base_activation(base_activation: Union[str, tuple, nn.Module, None]) -> 
     )
 
 
+def _spline_init_fn(spline_init) -> Tuple[str, Optional[Callable]]:
+    """``(kind, function to fit or None)`` of a ``spline_init`` argument.
+
+    Raises:
+        ValueError: not None, one of :data:`SPLINE_INITS`, or an activation :func:`get_base_activation` builds.
+    """
+    if spline_init is None or spline_init in SPLINE_INITS:
+        return spline_init or "default", None
+    try:
+        fn = get_base_activation(spline_init)
+    except Exception as err:
+        raise ValueError(f"`spline_init` must be None, one of {SPLINE_INITS}, or an activation to fit (a MONAI "
+                         f"activation name, (name, args) or nn.Module), got {spline_init!r}.") from err
+    return (spline_init if isinstance(spline_init, str) else type(fn).__name__), fn
+
+
 def sample_rows(n: int, m: int, device: torch.device) -> torch.Tensor:
     """``m`` of ``n`` row indices, reproducibly (a fixed generator leaves the training's random stream alone)."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:m].to(device)
@@ -62,8 +89,13 @@ class BSplineKANBase(nn.Module):
     Attributes:
         channel_dim: the input's channel axis: ``1`` for ``(N, C, *spatial)`` convolutions, ``-1`` for linear layers.
         knots: buffer ``(in_channels, G + 2k + 1)``, the knot vector of each input channel.
-        spline_weight: ``(out, in // groups, *kernel_size, G + k)`` control points (before ``spline_scaler``).
-        spline_scaler: ``(out, in // groups, *kernel_size)`` per-edge scale, or ``None``.
+        rank: ``None`` (full layer) or ``r``, the number of shared functions per input channel (low-rank form).
+        spline_weight: ``(out, in // groups, *kernel_size, G + k)`` control points (before ``spline_scaler``); with
+            ``rank``, ``(out, in // groups, *kernel_size, r)`` mixing weights of the shared functions.
+        shared_spline_weight: with ``rank``, ``(in_channels, r, G + k)`` control points of the shared functions;
+            else ``None``.
+        spline_scaler: ``(out, in // groups, *kernel_size)`` per-edge scale, or ``None`` (always with ``rank``: the
+            mixing weights scale each edge already).
         base_weight: ``(out, in // groups, *kernel_size)`` weight of the base branch, or ``None``.
         bias: ``(out,)`` or ``None``.
     """
@@ -83,9 +115,14 @@ class BSplineKANBase(nn.Module):
         base_activation: Union[str, tuple, nn.Module, None],
         standalone_scale_spline: bool,
         scale_noise: float,
+        rank: Optional[int] = None,
+        spline_init: Union[str, tuple, nn.Module, None] = None,
     ) -> None:
         super().__init__()
         check_positive_int(in_channels=in_channels, out_channels=out_channels, groups=groups)
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(f"`rank` must be None (full KAN layer) or a positive integer, got {rank!r}.")
+        self._spline_init = _spline_init_fn(spline_init)  # a tuple: a module to fit is not a submodule
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"`groups` must divide `in_channels` and `out_channels`, got groups={groups}, "
@@ -106,8 +143,11 @@ class BSplineKANBase(nn.Module):
 
         n = num_basis(grid_size, spline_order)
         edge_shape = (out_channels, in_channels // groups) + tuple(kernel_size)
-        self.spline_weight = nn.Parameter(torch.empty(edge_shape + (n,)))
-        self.spline_scaler = nn.Parameter(torch.empty(edge_shape)) if standalone_scale_spline else None
+        self.rank = rank
+        self.spline_weight = nn.Parameter(torch.empty(edge_shape + ((n,) if rank is None else (rank,))))
+        self.shared_spline_weight = nn.Parameter(torch.empty(in_channels, rank, n)) if rank is not None else None
+        # with rank the mixing weights already scale each edge: a scaler would only add parameters
+        self.spline_scaler = nn.Parameter(torch.empty(edge_shape)) if standalone_scale_spline and rank is None else None
         self.base_weight = nn.Parameter(torch.empty(edge_shape)) if self.base_activation is not None else None
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.scale_noise = float(scale_noise)
@@ -118,26 +158,68 @@ class BSplineKANBase(nn.Module):
         """Number of basis functions (control points) per edge, ``G + k``."""
         return self.knots.shape[1] - self.spline_order - 1
 
+    @property
+    def grid_weight(self) -> nn.Parameter:
+        """The parameter whose last dimension runs over the basis functions, i.e. what a grid update refits and a
+        grid extension resizes: ``spline_weight``, or ``shared_spline_weight`` with ``rank``."""
+        return self.spline_weight if self.shared_spline_weight is None else self.shared_spline_weight
+
+    def spline_parameters(self) -> List[nn.Parameter]:
+        """The parameters that shape the B-spline terms: control points (``spline_weight``, with ``rank`` also
+        ``shared_spline_weight``) and ``spline_scaler``; the others (``base_weight``, ``bias``) are plain weights.
+        Used for separate learning rates (:func:`~monai_kan.tools.kan_parameter_groups`)."""
+        return [p for p in (self.spline_weight, self.shared_spline_weight, self.spline_scaler) if p is not None]
+
+    def macs(self, input_shape: Sequence[int], output_shape: Sequence[int]) -> int:
+        """Multiply-accumulates of one forward pass from an input of ``input_shape`` to ``output_shape``.
+
+        Per output element the contraction with each edge's weights, ``in // groups * prod(kernel_size) * (b + G +
+        k)`` (``b = 1`` with a base branch); with ``rank``, ``(b + r)`` instead of ``(b + G + k)``, plus the shared
+        functions, ``r * (G + k)`` per input element. The elementwise basis evaluation is not counted.
+        """
+        per_edge = (1 if self.base_weight is not None else 0) + (self.n_basis if self.rank is None else self.rank)
+        edges = math.prod(self.spline_weight.shape[1:-1])  # in // groups * prod(kernel_size)
+        total = math.prod(output_shape) * edges * per_edge
+        if self.rank is not None:
+            total += math.prod(input_shape) * self.rank * self.n_basis
+        return int(total)
+
     def reset_parameters(self) -> None:
-        """Kaiming-uniform scale per edge; a pure-spline edge starts as the line ``w * x`` (exact on ``grid_range``,
-        since control points at the Greville abscissae reproduce ``x``) plus small noise, so a pure KAN starts as
-        its linear counterpart and learns its nonlinearity; with a base branch the splines start as small noise
-        (efficient-kan's scheme) and the base branch carries the signal."""
+        """Kaiming-uniform scale per edge times a spline shape chosen by ``spline_init``:
+
+        * default (``None``): with a base branch, small noise (efficient-kan's scheme: the base branch carries the
+          signal); without one, the line ``x`` (exact on ``grid_range``, since control points at the Greville
+          abscissae reproduce ``x``) plus small noise, so a pure KAN starts as its linear counterpart;
+        * ``"noise"``: small noise; ``"zero"``: exactly zero (the layer starts as its plain ``w * act(x)`` twin);
+          ``"linear"``: the line ``x`` plus noise;
+        * an activation (e.g. ``"silu"``, ``"tanh"``): its least-squares fit on the grid interior plus noise.
+
+        The noise is uniform in ``+-scale_noise / G``. With ``rank`` the shared functions get the shape and the mixing
+        weights the Kaiming scale (divided by ``sqrt(r)``, as ``r`` terms add up). Every choice draws the same random
+        numbers, so at one seed the variants differ only in the spline shape.
+        """
         fan_in = self.spline_weight[0].numel() // self.spline_weight.shape[-1]
         bound = 1.0 / math.sqrt(fan_in)
-        noise = (torch.rand_like(self.spline_weight) * 2 - 1) * self.scale_noise / self.grid_size
+        target = self.grid_weight
+        noise = (torch.rand_like(target) * 2 - 1) * self.scale_noise / self.grid_size
+        kind, fn = self._spline_init
+        if kind == "default":
+            kind = "noise" if self.base_weight is not None else "linear"
         with torch.no_grad():
             edge_weight = torch.empty(self.spline_weight.shape[:-1]).uniform_(-bound, bound)
             if self.base_weight is not None:
                 self.base_weight.copy_(edge_weight)
                 edge_weight = torch.empty_like(edge_weight).uniform_(-bound, bound)
+            if kind == "zero":
+                shape = torch.zeros_like(noise)
+            elif kind == "noise":
                 shape = noise
             else:
-                k = self.spline_order
-                greville = self.knots[0].unfold(0, k, 1)[1 : self.n_basis + 1].mean(-1) if k > 0 else (
-                    0.5 * (self.knots[0, :-1] + self.knots[0, 1:]))
-                shape = greville + noise
-            if self.spline_scaler is not None:
+                shape = self._fitted_shape(fn).to(noise) + noise
+            if self.shared_spline_weight is not None:
+                self.shared_spline_weight.copy_(shape)
+                self.spline_weight.uniform_(-bound / math.sqrt(self.rank), bound / math.sqrt(self.rank))
+            elif self.spline_scaler is not None:
                 self.spline_scaler.copy_(edge_weight)
                 self.spline_weight.copy_(shape)
             else:
@@ -145,10 +227,35 @@ class BSplineKANBase(nn.Module):
             if self.bias is not None:
                 self.bias.zero_()
 
+    def _fitted_shape(self, fn: Optional[Callable]) -> torch.Tensor:
+        """Control points of ``fn`` (``None``: the line ``x``) for every function of :attr:`grid_weight`, broadcast
+        to its shape: the Greville abscissae for the line, else the least-squares fit on each channel's grid
+        interior (float64)."""
+        k, n, c = self.spline_order, self.n_basis, self.in_channels
+        knots = self.knots if fn is None else self.knots.double()  # the default's line as it always was
+        if fn is None:
+            per_channel = knots.unfold(1, k, 1)[:, 1 : n + 1].mean(-1) if k > 0 else 0.5 * (knots[:, :-1] + knots[:, 1:])
+        else:
+            xs = self.grid_interior(16 * n)  # (m, C)
+            basis = bspline_basis(xs, knots, k).transpose(0, 1)  # (C, m, n)
+            per_channel = torch.linalg.lstsq(basis, fn(xs).t().unsqueeze(-1)).solution[..., 0]  # (C, n)
+        if self.shared_spline_weight is not None:
+            return per_channel.unsqueeze(1).expand(c, self.rank, n)
+        extra = self.spline_weight.dim() - 3
+        shape = per_channel[self.edge_input_channels()]  # (out, in // groups, n)
+        return shape.reshape(shape.shape[:2] + (1,) * extra + (n,)).expand(self.spline_weight.shape)
+
     def coefficients(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """Effective control points ``(out, in // groups, *kernel_size, G + k)`` with ``spline_scaler`` folded in,
-        computed in ``dtype`` (default: the parameters' dtype)."""
+        """Effective control points ``(out, in // groups, *kernel_size, G + k)`` with ``spline_scaler`` folded in
+        (with ``rank``: the mixtures of the shared functions' control points), computed in ``dtype`` (default: the
+        parameters' dtype)."""
         w = self.spline_weight if dtype is None else self.spline_weight.to(dtype)
+        shared = self.shared_spline_weight
+        if shared is not None:
+            out, cin_g = w.shape[0], w.shape[1]
+            a = shared.to(w.dtype)[self.edge_input_channels()]  # (out, in // groups, r, G + k)
+            coef = torch.matmul(w.reshape(out, cin_g, -1, w.shape[-1]), a)  # (out, in // groups, prod(K), G + k)
+            return coef.reshape(w.shape[:-1] + (a.shape[-1],))
         if self.spline_scaler is not None:
             return w * self.spline_scaler.to(w.dtype).unsqueeze(-1)
         return w
@@ -231,9 +338,17 @@ class BSplineKANBase(nn.Module):
             y = y + self.base_weight.to(b.dtype).unsqueeze(-1) * act
         return y
 
+    def transformed_grid_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """:attr:`grid_weight` with the basis coordinates of every input channel ``c`` mapped by ``t[c]``:
+        ``t`` ``(in_channels, n_new, G + k)`` -> ``(..., n_new)`` in float64 (a grid update's refit, linear in the
+        control points, so the low-rank form's edge functions follow their shared functions)."""
+        if self.shared_spline_weight is not None:
+            return torch.matmul(self.shared_spline_weight.double(), t.transpose(1, 2))  # (C, r, n_new)
+        return self.edge_minor(t @ self.edge_major(self.spline_weight.double()))
+
     def resize_grid(self, n_knots: int) -> nn.Parameter:
-        """Give the layer ``n_knots`` knots per channel: new (uninitialised) ``knots`` and ``spline_weight`` of the
-        matching basis size, ``grid_size`` updated; the caller fills them. Returns the former ``spline_weight``
+        """Give the layer ``n_knots`` knots per channel: new (uninitialised) ``knots`` and :attr:`grid_weight` of the
+        matching basis size, ``grid_size`` updated; the caller fills them. Returns the former :attr:`grid_weight`
         (an optimizer holding it must be told: :func:`~monai_kan.tools.grid.replace_optimizer_params`).
 
         Raises:
@@ -242,9 +357,13 @@ class BSplineKANBase(nn.Module):
         n = n_knots - self.spline_order - 1
         if n < 1:
             raise ValueError(f"`n_knots` must be at least spline_order + 2 = {self.spline_order + 2}, got {n_knots}.")
-        old = self.spline_weight
+        old = self.grid_weight
         self.knots = self.knots.new_empty((self.in_channels, n_knots))
-        self.spline_weight = nn.Parameter(old.new_empty(old.shape[:-1] + (n,)), requires_grad=old.requires_grad)
+        new = nn.Parameter(old.new_empty(old.shape[:-1] + (n,)), requires_grad=old.requires_grad)
+        if self.shared_spline_weight is not None:
+            self.shared_spline_weight = new
+        else:
+            self.spline_weight = new
         self.grid_size = n - self.spline_order
         return old
 
@@ -269,10 +388,13 @@ class BSplineKANBase(nn.Module):
         if not torch.jit.is_scripting():
             dtype = self._compute_dtype(x)
         x = x.to(dtype)
-        weight = self._fused_weight(dtype)
         bias = self.bias
         if bias is not None:
             bias = bias.to(dtype)
+        shared = self.shared_spline_weight
+        if shared is not None:
+            return self._low_rank_conv(x, shared, bias, dtype, stride, padding, dilation)
+        weight = self._fused_weight(dtype)
         if not torch.jit.is_scripting():
             if self._use_fast_path(x):
                 return kan_convolution(x, weight, bias, self.knots, self.spline_order, self.uniform_grid,
@@ -284,6 +406,36 @@ class BSplineKANBase(nn.Module):
         expanded = expand_bspline(xb, self.knots, self.spline_order, self.uniform_grid, base).to(dtype)
         return torch.convolution(expanded, weight, bias, stride, padding, dilation, False, [0] * len(stride),
                                  self.groups)
+
+    def _low_rank_conv(self, x: torch.Tensor, shared: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype,
+                       stride: List[int], padding: List[int], dilation: List[int]) -> torch.Tensor:
+        """The low-rank form as two convolutions: a 1x1 one with one group per input channel evaluates
+        ``[act(x_c), phi_{c,1..r}(x_c)]`` from the basis expansion (memory-lean custom op when it applies), then the
+        ``(b + r) * in // groups`` feature maps are mixed per output channel and kernel offset."""
+        d = len(stride)
+        ones, zeros = [1] * d, [0] * d
+        wdtype = basis_dtype(self.spline_weight.dtype)
+        a = shared.to(wdtype)  # (C, r, G + k)
+        mix = self.spline_weight.to(wdtype).movedim(-1, 2)  # (out, in // groups, r, *kernel_size)
+        if self.base_weight is not None:  # the base value passes through the first stage unchanged
+            a = torch.cat([a.new_zeros([a.shape[0], a.shape[1], 1]), a], dim=2)
+            a = torch.cat([torch.eye(1, a.shape[2], dtype=a.dtype, device=a.device).expand(a.shape[0], 1, -1), a], 1)
+            mix = torch.cat([self.base_weight.to(wdtype).unsqueeze(2), mix], dim=2)
+        w_feat = a.reshape([a.shape[0] * a.shape[1], a.shape[2]] + ones).to(dtype)
+        w_mix = mix.flatten(1, 2).to(dtype).contiguous()
+        feat: Optional[torch.Tensor] = None
+        if not torch.jit.is_scripting():  # (TorchScript skips this block only when it is the whole condition)
+            if self._use_fast_path(x):
+                feat = kan_convolution(x, w_feat, None, self.knots, self.spline_order, self.uniform_grid,
+                                       self.base_activation, ones, zeros, ones, self.in_channels)
+        if feat is None:
+            xb = x.to(basis_dtype(dtype))
+            base: Optional[torch.Tensor] = None
+            if self.base_activation is not None:
+                base = self.base_activation(xb)
+            expanded = expand_bspline(xb, self.knots, self.spline_order, self.uniform_grid, base).to(dtype)
+            feat = torch.convolution(expanded, w_feat, None, ones, zeros, ones, False, zeros, self.in_channels)
+        return torch.convolution(feat, w_mix, bias, stride, padding, dilation, False, zeros, self.groups)
 
     @torch.jit.unused
     def _compute_dtype(self, x: torch.Tensor) -> torch.dtype:
@@ -337,18 +489,19 @@ class BSplineKANBase(nn.Module):
                **{k: v for k, v in self._buffers.items() if v is not None}}
         values = {k: v.detach().clone() for k, v in own.items()}
         grid_size, n_errors = self.grid_size, len(error_msgs)
-        knots, weight = state_dict.get(prefix + "knots"), state_dict.get(prefix + "spline_weight")
+        name = "spline_weight" if self.shared_spline_weight is None else "shared_spline_weight"
+        knots, weight = state_dict.get(prefix + "knots"), state_dict.get(prefix + name)
         if knots is not None and weight is not None and knots.dim() == 2 and knots.shape[1] != self.knots.shape[1]:
             n = knots.shape[1] - self.spline_order - 1
-            expected = tuple(self.spline_weight.shape[:-1]) + (n,)
+            expected = tuple(self.grid_weight.shape[:-1]) + (n,)
             if knots.shape[0] == self.in_channels and tuple(weight.shape) == expected:
                 self.resize_grid(knots.shape[1])  # a checkpoint saved after grid extension (G -> G'): adopt its size
             elif weight.dim() >= 1 and knots.shape[1] - weight.shape[-1] - 1 != self.spline_order:
                 error_msgs.append(
-                    f"{prefix}knots {list(knots.shape)} and {prefix}spline_weight {list(weight.shape)} of the "
+                    f"{prefix}knots {list(knots.shape)} and {prefix}{name} {list(weight.shape)} of the "
                     f"checkpoint are of spline_order {knots.shape[1] - weight.shape[-1] - 1}; this layer has "
-                    f"spline_order={self.spline_order} (knots {list(self.knots.shape)}, spline_weight "
-                    f"{list(self.spline_weight.shape)})."
+                    f"spline_order={self.spline_order} (knots {list(self.knots.shape)}, {name} "
+                    f"{list(self.grid_weight.shape)})."
                 )
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
@@ -363,5 +516,7 @@ class BSplineKANBase(nn.Module):
     def extra_repr(self) -> str:
         act = None if self.base_activation is None else type(self.base_activation).__name__
         return (f"grid_size={self.grid_size}, spline_order={self.spline_order}, grid_range={self.grid_range}, "
-                f"base_activation={act}, scaler={self.spline_scaler is not None}, bias={self.bias is not None}")
+                f"base_activation={act}, scaler={self.spline_scaler is not None}, bias={self.bias is not None}"
+                + ("" if self.rank is None else f", rank={self.rank}")
+                + ("" if self._spline_init[0] == "default" else f", spline_init={self._spline_init[0]}"))
 

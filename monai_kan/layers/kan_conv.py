@@ -6,11 +6,16 @@ Segmentation*, 2025, "KAN Convolution: Mathematical Formulation"):
 
 The basis is evaluated once per input element and a standard convolution contracts it with the control points, so
 the cost is one convolution with ``(G + k + 1)`` times the input channels, not ``K^d`` spline evaluations per pixel.
+
+With ``rank=r`` the layer is the low-rank (separable) form: each input channel has ``r`` learnable B-spline functions
+``phi_{c,s}`` shared by all outputs and kernel offsets, and ``F_{o,c_in,c_out}(x) = w * act(x) + sum_s
+m_{o,c_in,c_out,s} phi_{c_in,s}(x)``; it runs as a cheap 1x1 evaluation of the ``phi`` followed by one convolution
+with ``(r + 1)`` times the input channels (the "low-rank KANs" of the KM-UNet slides' future work).
 """
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -49,6 +54,14 @@ class KANConv(BSplineKANBase):
         standalone_scale_spline: learn a separate scale per edge that multiplies its control points. Defaults to True.
         scale_noise: amplitude of the control-point noise at initialisation. Defaults to 0.1.
         padding_mode: ``"zeros"`` (default), ``"reflect"``, ``"replicate"`` or ``"circular"``.
+        rank: ``None`` (default) for the full KAN convolution (``G + k`` control points per edge); ``r >= 1`` for the
+            low-rank form: ``r`` shared B-spline functions per input channel (``shared_spline_weight``
+            ``(C_in, r, G + k)``) mixed per output channel and kernel offset (``spline_weight``
+            ``(C_out, C_in // groups, *kernel_size, r)``); about ``r + 1`` plain convolutions of cost.
+            ``standalone_scale_spline`` does not apply (the mixing weights scale each edge).
+        spline_init: control-point initialisation: ``None`` (default: small noise with a base branch, the line ``x``
+            without), ``"noise"``, ``"zero"``, ``"linear"``, or an activation (e.g. ``"silu"``) fitted by least
+            squares; see :meth:`~monai_kan.layers.BSplineKANBase.reset_parameters`.
 
     Input ``(N, C_in, *spatial)``, output ``(N, C_out, *spatial_out)`` with the usual convolution arithmetic.
 
@@ -67,7 +80,8 @@ class KANConv(BSplineKANBase):
         ValueError: ``spatial_dims`` not 1, 2 or 3; a size that is not a positive integer; ``groups`` that
             does not divide both channel counts; ``kernel_size``/``stride``/``dilation``/``padding`` of the wrong
             length or range; an unknown ``padding_mode`` or ``base_activation``; ``grid_size < 1``,
-            ``spline_order < 0`` or a reversed ``grid_range``.
+            ``spline_order < 0`` or a reversed ``grid_range``; ``rank`` not None or a positive integer; an unknown
+            ``spline_init``.
     """
 
     channel_dim = 1  # inputs are (N, C, *spatial)
@@ -90,6 +104,8 @@ class KANConv(BSplineKANBase):
         standalone_scale_spline: bool = True,
         scale_noise: float = 0.1,
         padding_mode: str = "zeros",
+        rank: Optional[int] = None,
+        spline_init: Union[str, tuple, nn.Module, None] = None,
     ) -> None:
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"`spatial_dims` must be 1, 2 or 3, got {spatial_dims!r}.")
@@ -98,7 +114,7 @@ class KANConv(BSplineKANBase):
             raise ValueError(f"`padding_mode` must be one of {_PADDING_MODES}, got {padding_mode!r}.")
         super().__init__(
             in_channels, out_channels, ks, groups, bias, grid_size, spline_order, grid_range, base_activation,
-            standalone_scale_spline, scale_noise,
+            standalone_scale_spline, scale_noise, rank, spline_init,
         )
         self.spatial_dims = spatial_dims
         self.kernel_size = ks

@@ -4,7 +4,7 @@ Image Segmentation*, IIT Dharwad, 2025)."""
 from __future__ import annotations
 
 import warnings
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -51,6 +51,13 @@ class KMUNet(nn.Module):
             convolution replaced by ``base_activation -> nn.Conv`` of the same channels, kernel and stride (each
             KAN edge with its B-spline term removed; see :func:`~monai_kan.blocks.make_conv`). Comparing the two
             isolates what the splines add.
+        rank: ``None`` (default) for full KAN convolutions; ``r >= 1`` for low-rank ones (``r`` shared B-spline
+            functions per input channel, mixed per output channel and kernel offset: about ``r + 1`` plain
+            convolutions of cost instead of ``G + k + 1``), see :class:`~monai_kan.layers.KANConv`.
+        spline_init: control-point initialisation of every KAN convolution (``None``, ``"noise"``, ``"zero"``,
+            ``"linear"`` or an activation to fit), see :meth:`~monai_kan.layers.BSplineKANBase.reset_parameters`.
+
+    ``rank`` and ``spline_init`` (like the grid arguments) have no effect with ``conv_type="standard"``.
 
     ``MetaTensor`` inputs run on the plain tensor (no ``__torch_function__`` overhead, no recompiles) and the output
     is a ``MetaTensor`` with the input's metadata, as MONAI's own networks return.
@@ -66,7 +73,7 @@ class KMUNet(nn.Module):
         ValueError: ``spatial_dims`` not 1, 2 or 3; fewer than 2 ``channels``; ``strides`` of the wrong
             length or not positive; even ``kernel_size``/``up_kernel_size`` or of the wrong length;
             ``num_res_units < 0``; an unknown ``conv_type`` or ``upsample``; or from
-            :class:`~monai_kan.layers.KANConv` (grid arguments).
+            :class:`~monai_kan.layers.KANConv` (grid arguments, ``rank``, ``spline_init``).
     """
 
     def __init__(
@@ -88,6 +95,8 @@ class KMUNet(nn.Module):
         standalone_scale_spline: bool = True,
         upsample: str = "deconv",
         conv_type: str = "kan",
+        rank: Optional[int] = None,
+        spline_init: Union[str, tuple, nn.Module, None] = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (1, 2, 3):
@@ -132,7 +141,8 @@ class KMUNet(nn.Module):
             int(torch.tensor([s[d] for s in strides]).prod()) for d in range(spatial_dims)
         ]
         kan_kwargs = dict(grid_size=grid_size, spline_order=spline_order, grid_range=grid_range,
-                          base_activation=base_activation, standalone_scale_spline=standalone_scale_spline)
+                          base_activation=base_activation, standalone_scale_spline=standalone_scale_spline,
+                          rank=rank, spline_init=spline_init)
 
         def block(c_in: int, c_out: int, stride) -> nn.Module:
             if num_res_units > 0:

@@ -9,7 +9,9 @@ edge reading the same input channel, so it is one small ``(G' + k) x (G + k)`` t
 
 applied to ``spline_weight`` directly. Because it is linear, ``T (s * w) = s * (T w)``: the per-edge
 ``spline_scaler`` stays as it is and the effective function is preserved (efficient-kan refits ``spline_weight``
-to curves that already include the scaler, which changes the function when the scaler is on).
+to curves that already include the scaler, which changes the function when the scaler is on). In a low-rank layer
+(``rank``) it applies to the shared functions (``shared_spline_weight``, the layer's
+:attr:`~monai_kan.layers.BSplineKANBase.grid_weight`), and every edge, a mixture of them, follows exactly.
 
 The samples of input channel ``i`` are all values of channel ``i`` in the batch (for a convolution every kernel
 offset applies the same function family to them; zero-padded positions contribute nothing and need no sample).
@@ -138,7 +140,8 @@ class GridRefit(NamedTuple):
     """Outcome of a grid update or extension of one layer.
 
     Attributes:
-        replaced: the former ``spline_weight`` when it was replaced by a parameter of another shape (grid
+        replaced: the former ``grid_weight`` (``spline_weight``, or ``shared_spline_weight`` of a low-rank layer)
+            when it was replaced by a parameter of another shape (grid
             extension; see :func:`replace_optimizer_params`), else ``None`` (updated in place).
         rel_error: relative L2 change of all edge functions together on the fit samples,
             ``sqrt(sum_e ||F'_e - F_e||^2 / sum_e ||F_e||^2)`` (whole edge functions, base branch and
@@ -206,7 +209,7 @@ def refit_layer(
             channel among many cannot move.
 
     Returns:
-        A :class:`GridRefit`. When the number of knots is unchanged, ``spline_weight`` is updated in place and
+        A :class:`GridRefit`. When the number of knots is unchanged, ``grid_weight`` is updated in place and
         keeps its identity; otherwise it is replaced.
 
     Raises:
@@ -239,17 +242,14 @@ def refit_layer(
     max_edge_error = float((resid / torch.maximum(norm_in, floor).clamp_min(1e-300)).max().sqrt())
     if max_error is not None and max_edge_error > max_error:
         return GridRefit(None, rel_error, False, max_edge_error)
-    # the map is linear and per edge, so it applies to spline_weight directly: T (s * w) = s * (T w)
-    w = layer.edge_major(layer.spline_weight.double())
-    new_w = layer.edge_minor(t @ w).to(layer.spline_weight.dtype)
+    # the map is linear and per input channel, so it applies to the stored control points directly:
+    # T (s * w) = s * (T w), and a low-rank layer's shared functions carry every edge of their channel along
+    new_w = layer.transformed_grid_weight(t).to(layer.grid_weight.dtype)
     replaced = None
-    if new_knots.shape == layer.knots.shape:
-        layer.knots.copy_(new_knots)
-        layer.spline_weight.copy_(new_w)
-    else:
+    if new_knots.shape != layer.knots.shape:
         replaced = layer.resize_grid(new_knots.shape[1])
-        layer.knots.copy_(new_knots)
-        layer.spline_weight.copy_(new_w)
+    layer.knots.copy_(new_knots)
+    layer.grid_weight.copy_(new_w)
     layer.uniform_grid = is_uniform_knots(layer.knots)  # the closed-form basis is only valid for uniform knots
     return GridRefit(replaced, rel_error, True, max_edge_error)
 
@@ -258,7 +258,7 @@ def refit_layer(
 def _broadcast_refit(layer: BSplineKANBase, refit: GridRefit) -> GridRefit:
     """Rank 0's knots, control points and refit outcome on every rank (bitwise identical replicas)."""
     dist.broadcast(layer.knots, 0)
-    dist.broadcast(layer.spline_weight.detach(), 0)
+    dist.broadcast(layer.grid_weight.detach(), 0)
     stats = torch.tensor([refit.rel_error, refit.max_edge_error, float(refit.applied)], dtype=torch.float64,
                          device=layer.knots.device)
     dist.broadcast(stats, 0)
@@ -379,9 +379,9 @@ def extend_grid(
             ``x=None`` while others pass data: the knots are then placed on the other ranks' data).
 
     Returns:
-        A :class:`GridRefit`; ``replaced`` is the former ``spline_weight`` (``None`` if ``G' == G``). An optimizer
+        A :class:`GridRefit`; ``replaced`` is the former ``grid_weight`` (``None`` if ``G' == G``). An optimizer
         that held it must be told, since its state has the old shape:
-        ``replace_optimizer_params(optimizer, {refit.replaced: layer.spline_weight})``, or build a new optimizer.
+        ``replace_optimizer_params(optimizer, {refit.replaced: layer.grid_weight})``, or build a new optimizer.
         A ``DistributedDataParallel`` wrapper holds the former parameter too: wrap the module again afterwards
         (see :func:`extend_network_grids`).
 
@@ -543,7 +543,7 @@ def update_network_grids(
             their identity and shape).
         batch: network input; one forward pass with hooks collects each layer's input. Or give ``inputs``.
         inputs: precomputed ``{layer name: layer input}`` (e.g. from :func:`record_kan_inputs`).
-        optimizer: if given, the optimizer state (e.g. Adam moments) of every refitted ``spline_weight`` is dropped:
+        optimizer: if given, the optimizer state (e.g. Adam moments) of every refitted ``grid_weight`` is dropped:
             it refers to the old basis.
         distributed: as :func:`update_grid`. Under ``torch.distributed`` every rank must call this (each with its
             own ``batch``/``inputs``): the layers are visited in module order, a layer recorded on some ranks only
@@ -574,7 +574,7 @@ def update_network_grids(
             continue
         out[name] = refit
         if optimizer is not None and refit.applied:
-            optimizer.state.pop(layer.spline_weight, None)
+            optimizer.state.pop(layer.grid_weight, None)
     return out
 
 
@@ -632,7 +632,7 @@ def extend_network_grids(
     out = {name: _extend_layer(m, new_grid_size, None if inputs is None else inputs.get(name), sync, **kwargs)
            for name, m in mods.items()}
     if optimizer is not None:
-        replace_optimizer_params(optimizer, {r.replaced: mods[n].spline_weight for n, r in out.items() if r.replaced is not None})
+        replace_optimizer_params(optimizer, {r.replaced: mods[n].grid_weight for n, r in out.items() if r.replaced is not None})
     return out
 
 

@@ -16,6 +16,8 @@ What "removed" means, per layer:
   architecture: save the whole module or a TorchScript export.
 * **masked**: the remaining pruned edges (inside surviving channels) keep their storage; their parameters are set
   to zero and their gradients are zeroed by hooks (:func:`freeze_pruned_edges`), so they stay pruned when fine-tuned.
+  In a low-rank layer (``rank``) an edge's own parameters are its mixing weights (``spline_weight``) and base weight;
+  the shared functions of its input channel stay (other edges use them).
 
 Under ``torch.distributed`` (initialized, more than one process) :func:`prune_kan` is a collective call: each rank
 scores the edges on its own batch, the scores are averaged over all ranks' positions (weighted by their numbers),
@@ -279,6 +281,9 @@ def _slice_layer(layer: BSplineKANBase, in_idx: torch.Tensor, out_idx: torch.Ten
             setattr(new, name, nn.Parameter(p[out_idx][:, in_idx].clone(), requires_grad=p.requires_grad))
     if layer.bias is not None:
         new.bias = nn.Parameter(layer.bias[out_idx].clone(), requires_grad=layer.bias.requires_grad)
+    if layer.shared_spline_weight is not None:  # low-rank: the shared functions belong to the input channels
+        shared = layer.shared_spline_weight
+        new.shared_spline_weight = nn.Parameter(shared[in_idx].clone(), requires_grad=shared.requires_grad)
     new.knots = layer.knots[in_idx].clone()
     new.in_channels, new.out_channels = len(in_idx), len(out_idx)
     return new
