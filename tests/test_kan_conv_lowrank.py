@@ -336,3 +336,22 @@ def test_parameter_groups_cover_every_parameter_once(rank):
         args = {"lr": 0.003, "spline_lr_scale": 2.0, **bad}
         with pytest.raises(ValueError, match=f"`{next(iter(bad))}`"):
             kan_parameter_groups(net, **args)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_bundle_train_config_takes_spline_lr_scale(dims):
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    config = Path(__file__).parents[1] / "bundles" / f"kmunet_{dims}d_segmentation" / "configs" / "train.json"
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    assert parser["spline_lr_scale"] == 1.0  # the default: one group, as `network.parameters()` was
+    assert len(parser.get_parsed_content("optimizer").param_groups) == 1
+    parser["spline_lr_scale"] = 0.1
+    parser.parse(True)
+    opt = parser.get_parsed_content("optimizer", lazy=False)
+    lr = parser["learning_rate"]
+    assert [g["lr"] for g in opt.param_groups] == [lr, pytest.approx(0.1 * lr)]
+    assert parser.get_parsed_content("lr_scheduler", lazy=False).base_lrs == [lr, pytest.approx(0.1 * lr)]
