@@ -25,6 +25,15 @@ epochs), so an interrupted protocol continues where it stopped; a cached run who
 
 Tasks: ``synthetic3d``/``synthetic2d`` (the bundles' default phantoms), ``mni152_3d``/``mni152_2d`` and
 ``pyradiomics_3d`` (real data from the package registry, prepared by scripts/prepare_real_data.py on first use).
+
+``--variants`` measures KMUNet's training options instead (issue 10, item 5; docs/kmunet_variants.md): on one task,
+at KMUNet's chosen learning rate, each variant of :data:`VARIANTS` (low-rank KAN convolutions, control-point
+initialisation, normalisation, grid update during training, a separate learning rate for the control points) is
+trained like the KMUNet row and scored on the validation split only; the runs are cached the same way
+(``<work>/<task>/kmunet_<variant>/...``; the default is the KMUNet row's own cached run) and the table goes to
+``<work>/variants.json`` and, with ``--variants-doc``, between the markers of that file.
+
+    python scripts/compare_unet.py --variants --tasks synthetic3d --variants-doc docs/kmunet_variants.md
 """
 
 from __future__ import annotations
@@ -175,10 +184,11 @@ def count_macs(net, input_shape: Sequence[int]) -> int:
     """Multiply-accumulates of the convolutions (and linear layers) in one forward pass of ``net``.
 
     Counted with forward hooks: a convolution does ``C_in / groups * prod(kernel)`` MACs per output element, a
-    transposed convolution ``C_out / groups * prod(kernel)`` per input element, a KAN convolution
-    ``(G + k + [base branch]) * C_in / groups * prod(kernel)`` per output element (each edge's control points and
-    base weight, i.e. the contraction it runs). Biases, normalisation, activations and the B-spline basis
-    evaluation (elementwise) are not counted.
+    transposed convolution ``C_out / groups * prod(kernel)`` per input element; a B-spline KAN layer reports its own
+    count (:meth:`~monai_kan.layers.BSplineKANBase.macs`: ``(G + k + [base branch]) * C_in / groups * prod(kernel)``
+    per output element, each edge's control points and base weight, i.e. the contraction it runs; a low-rank one
+    ``(r + [base branch])`` per edge plus ``r * (G + k)`` per input element). Biases, normalisation, activations and
+    the B-spline basis evaluation (elementwise) are not counted.
 
     Args:
         net: the network (run once under ``no_grad`` on zeros, eager KAN kernels).
@@ -188,7 +198,7 @@ def count_macs(net, input_shape: Sequence[int]) -> int:
     import torch.nn as nn
 
     from monai_kan import fused_kernels_enabled, set_fused_kernels
-    from monai_kan.layers import KANConv, KANLinear
+    from monai_kan.layers import BSplineKANBase
 
     total = [0]
 
@@ -197,12 +207,8 @@ def count_macs(net, input_shape: Sequence[int]) -> int:
 
     def hook(m, inputs, output) -> None:
         x = inputs[0]
-        if isinstance(m, KANConv):
-            per_edge = m.n_basis + (1 if m.base_weight is not None else 0)
-            total[0] += output.numel() * (m.in_channels // m.groups) * kernel(m) * per_edge
-        elif isinstance(m, KANLinear):
-            per_edge = m.n_basis + (1 if m.base_weight is not None else 0)
-            total[0] += output.numel() * m.in_features * per_edge
+        if isinstance(m, BSplineKANBase):
+            total[0] += m.macs(x.shape, output.shape)
         elif isinstance(m, nn.modules.conv._ConvNd):
             if m.transposed:
                 total[0] += x.numel() * (m.out_channels // m.groups) * kernel(m)
@@ -211,7 +217,7 @@ def count_macs(net, input_shape: Sequence[int]) -> int:
         elif isinstance(m, nn.Linear):
             total[0] += output.numel() * m.in_features
 
-    counted = (KANConv, KANLinear, nn.modules.conv._ConvNd, nn.Linear)
+    counted = (BSplineKANBase, nn.modules.conv._ConvNd, nn.Linear)
     handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, counted)]
     fused = fused_kernels_enabled()
     set_fused_kernels(False)  # no compilation for one counting pass
@@ -497,8 +503,14 @@ class BundleRunner:
         self.settings = {"fused": fused, "train_overrides": {"validate#additional_metrics": {}}}
 
     def train(self, task: Task, net_def: Mapping[str, Any], lr: float, seed: int, epochs: int,
-              folder: Path) -> Dict[str, Any]:
+              folder: Path, overrides: Optional[Mapping[str, Any]] = None,
+              configs: Sequence[Mapping[str, Any]] = ()) -> Dict[str, Any]:
         """Train one row with the bundle's ``train.json``; returns the stats of the training process.
+
+        Args:
+            overrides: further bundle overrides (a variant's, e.g. ``{"spline_lr_scale": 0.1}``).
+            configs: further configs merged after ``train.json`` (a variant's, e.g. a grid-update handler), written
+                into ``folder``.
 
         Raises:
             RuntimeError: the command failed (the message names its log).
@@ -510,8 +522,12 @@ class BundleRunner:
         args = {**task.data_args, "network_def": dict(net_def), "learning_rate": lr, "seed": seed,
                 "epochs": epochs, "val_interval": task.val_interval, "progress_bar": False, "overwrite": True,
                 "ckpt_dir": str(folder / "models"), "log_dir": str(folder / "runs"),
-                "compare_stats_file": str(stats), **self.settings["train_overrides"]}
-        timing = run_bundle([BUNDLE[task.dims] / "configs" / "train.json", self.stats_config[task.dims]],
+                "compare_stats_file": str(stats), **self.settings["train_overrides"], **(overrides or {})}
+        extra = []
+        for i, config in enumerate(configs):
+            extra.append(folder / f"variant_config_{i}.json")
+            extra[-1].write_text(json.dumps(config, indent=2))
+        timing = run_bundle([BUNDLE[task.dims] / "configs" / "train.json", self.stats_config[task.dims], *extra],
                             log=folder / "train.log", args=args, env=self.env)
         record = json.loads(stats.read_text())
         record.update(wall_s=timing["wall_s"], cpu_s=timing["cpu_s"], load_avg=os.getloadavg()[0])
@@ -796,6 +812,236 @@ def write_readmes(results: Mapping[str, Mapping[str, Any]], targets: Mapping[int
     return written
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# issue 10, item 5: KMUNet's training options, each against the default on the validation split
+
+
+VARIANT_START, VARIANT_END = "<!-- kmunet-variants:start -->", "<!-- kmunet-variants:end -->"
+#: task of ``--variants`` when ``--tasks`` is not given
+VARIANT_TASK = "synthetic3d"
+
+
+class Variant(NamedTuple):
+    """One KMUNet training option of ``--variants``.
+
+    Attributes:
+        label: row name of the table.
+        network: merged into KMUNet's ``network_def`` (e.g. ``{"rank": 2}``).
+        overrides: further ``train.json`` overrides (e.g. ``{"spline_lr_scale": 0.1}``).
+        grid_update: merge the bundle's grid-update handler (``KANGridHandler`` of ``configs/kan_tools.json``, with
+            its schedule) after ``train.json``.
+    """
+
+    label: str
+    network: Dict[str, Any] = {}
+    overrides: Dict[str, Any] = {}
+    grid_update: bool = False
+
+
+#: the options of the KM-UNet slides' future work that are cheap to try (V. Kumar, 2025, "Future Improvements":
+#: initialisation strategies, normalisation, adaptive learning rates, grid refinement, low-rank KANs); "default"
+#: is the bundle's KMUNet, the KMUNet row of the protocol
+VARIANTS: Dict[str, Variant] = {
+    "default": Variant("KMUNet (bundle default: full KAN convs, noise init, instance norm, one rate)"),
+    "rank1": Variant("low-rank KAN convs, r = 1", {"rank": 1}),
+    "rank2": Variant("low-rank KAN convs, r = 2", {"rank": 2}),
+    "init_zero": Variant("control points start at zero (the plain-conv twin)", {"spline_init": "zero"}),
+    "init_linear": Variant("control points start as the line x", {"spline_init": "linear"}),
+    "norm_batch": Variant("batch norm before the KAN convs", {"norm": "batch"}),
+    "norm_group1": Variant("group norm, 1 group (layer norm over C and space)", {"norm": ["group", {"num_groups": 1}]}),
+    "grid_update": Variant("grid update during training (kan_tools.json schedule)", grid_update=True),
+    "spline_lr_0.1": Variant("control points at 0.1x the learning rate", overrides={"spline_lr_scale": 0.1}),
+    "spline_lr_10": Variant("control points at 10x the learning rate", overrides={"spline_lr_scale": 10.0}),
+}
+
+
+def grid_update_config(dims: int) -> Dict[str, Any]:
+    """The grid-update part of the ``dims``-D bundle's ``configs/kan_tools.json``: its ``kan_grid_*`` settings and
+    its ``KANGridHandler`` entry, as a config to merge after ``train.json`` (without the regularised loss and the
+    TensorBoard handler of that file, which are other options).
+
+    Args:
+        dims: 2 or 3.
+
+    Raises:
+        ValueError: ``kan_tools.json`` has no ``KANGridHandler``.
+    """
+    tools = json.loads((BUNDLE[dims] / "configs" / "kan_tools.json").read_text())
+    handlers = [h for h in tools.get("+train#handlers", []) if str(h.get("_target_", "")).endswith("KANGridHandler")]
+    if not handlers:
+        raise ValueError(f"{BUNDLE[dims] / 'configs' / 'kan_tools.json'} has no KANGridHandler.")
+    return {**{k: v for k, v in tools.items() if k.startswith("kan_grid_")}, "+train#handlers": handlers}
+
+
+def variant_run(name: str, base: Mapping[str, Any], dims: int) -> Dict[str, Any]:
+    """What training variant ``name`` changes: ``{"row", "network_def", "overrides", "configs"}``.
+
+    Args:
+        name: a key of :data:`VARIANTS`.
+        base: KMUNet's ``network_def``.
+        dims: 2 or 3 (which bundle's grid-update config).
+
+    Raises:
+        ValueError: unknown ``name``.
+    """
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose from {list(VARIANTS)}.")
+    v = VARIANTS[name]
+    return {"row": "kmunet" if name == "default" else f"kmunet_{name}", "network_def": {**base, **v.network},
+            "overrides": dict(v.overrides), "configs": [grid_update_config(dims)] if v.grid_update else []}
+
+
+def run_variants(task: Task, runner, work: Path, names: Sequence[str] = tuple(VARIANTS), lr: Optional[float] = None,
+                 lrs: Sequence[float] = DEFAULT_LRS, seeds: Sequence[int] = (0,),
+                 log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Train every variant of ``names`` (plus the default) on ``task`` and score it on the validation split.
+
+    The default is the protocol's KMUNet row: same folder and cache spec (``<work>/<task>/kmunet/lr.._seed.._ep..``),
+    so a protocol run in the same ``work`` is reused and vice versa; a variant's runs are cached alike under
+    ``<work>/<task>/kmunet_<variant>/`` with what it changes in their spec. Nothing is evaluated on the test split.
+
+    Args:
+        task: the resolved task.
+        runner: as :func:`run_task`; ``train`` also takes ``overrides`` and ``configs`` (:class:`BundleRunner`).
+        work: cache folder (the protocol's).
+        names: variants to run (keys of :data:`VARIANTS`); ``"default"`` is always added.
+        lr: KMUNet's learning rate; ``None``: the protocol's choice, i.e. the rate of ``lrs`` with the best validation
+            Dice of KMUNet with the first seed (its cached runs, or trained now).
+        lrs: the protocol's learning-rate grid (used when ``lr`` is None).
+        seeds: seeds of every variant.
+        log: progress messages.
+
+    Returns:
+        ``{"task", "label", "dims", "epochs", "val_interval", "lr", "lr_search", "seeds", "patch_size",
+        "variants": {name: {"label", "network_def", "overrides", "grid_update", "parameters", "macs_per_voxel",
+        "seeds": {seed: train record}}}, "protocol_wall_s", "runs"}``.
+
+    Raises:
+        ValueError: an unknown variant.
+    """
+    names = ["default"] + [n for n in names if n != "default"]
+    runs = {n: variant_run(n, task.network_def, task.dims) for n in names}
+    num_classes = len(task.class_names)
+    walls: Dict[str, float] = {}
+
+    def train(name: str, lr: float, seed: int) -> Dict[str, Any]:
+        r = runs[name]
+        out = work / task.name / r["row"] / f"lr{lr:g}_seed{seed}_ep{task.epochs}"
+        # the protocol's spec (run_task), plus what a variant changes: the default row is the protocol's KMUNet run
+        spec = {"task": task.name, "arm": r["row"], "network_def": r["network_def"], "lr": lr, "seed": seed,
+                "epochs": task.epochs, "val_interval": task.val_interval, "data_args": task.data_args,
+                "runner": getattr(runner, "settings", None)}
+        extra = {}
+        if name != "default":
+            spec["variant"] = {"overrides": r["overrides"], "configs": r["configs"]}
+            extra = {"overrides": r["overrides"], "configs": r["configs"]}
+
+        def compute():
+            log(f"[{task.name}] train variant {name} lr={lr:g} seed={seed} epochs={task.epochs}")
+            return runner.train(task, r["network_def"], lr, seed, task.epochs, out, **extra)
+
+        record = cached_json(out / "train_result.json", spec, compute)
+        walls[str(out / "train")] = record.get("wall_s", 0.0)
+        return record
+
+    search: Dict[str, Any] = {}
+    if lr is None:
+        values = {x: train("default", x, seeds[0])["best_val_mean_dice"] for x in lrs}
+        lr, search = select_lr(values), {f"{k:g}": v for k, v in values.items()}
+    result: Dict[str, Any] = {"task": task.name, "label": task.label, "dims": task.dims, "epochs": task.epochs,
+                              "val_interval": task.val_interval, "lr": lr, "lr_search": search, "seeds": list(seeds),
+                              "patch_size": list(task.patch_size), "variants": {}}
+    for name in names:
+        r = runs[name]
+        stats = network_stats(r["network_def"], num_classes, task.patch_size)
+        result["variants"][name] = {
+            "label": VARIANTS[name].label, "network_def": r["network_def"], "overrides": r["overrides"],
+            "grid_update": bool(r["configs"]), **stats,
+            "seeds": {str(seed): train(name, lr, seed) for seed in seeds}}
+    result["protocol_wall_s"] = sum(walls.values())
+    result["runs"] = len(walls)
+    return result
+
+
+def render_variants(res: Mapping[str, Any], machine: str) -> str:
+    """The variants table (the text between :data:`VARIANT_START` and :data:`VARIANT_END`) with its caption and
+    generated sentences: which variants beat the default on the validation split, and at what cost.
+
+    Args:
+        res: a :func:`run_variants` result (with ``"command"``).
+        machine: the machine, for the caption.
+    """
+    n_seeds = len(res["seeds"])
+    rows = {}
+    for name, v in res["variants"].items():
+        runs = list(v["seeds"].values())
+        rows[name] = {"label": v["label"], "parameters": v["parameters"], "macs": v["macs_per_voxel"],
+                      "train_s": _mean_std([r["train_loop_s"] for r in runs]),
+                      "dice": _mean_std([r["best_val_mean_dice"] for r in runs])}
+    default = rows["default"]["dice"][0]
+    lines = ["",
+             f"Generated by `scripts/compare_unet.py --variants` on {machine}: **{res['label']}**, {res['epochs']} "
+             f"epoch{'s' if res['epochs'] != 1 else ''} (validation every {res['val_interval']}), KMUNet's learning "
+             f"rate {res['lr']:g} for every variant"
+             + (f" (chosen on validation from {{{', '.join(res['lr_search'])}}})" if res.get("lr_search")
+                else f" ({res['lr_source']})" if res.get("lr_source") else "")
+             + f", seed{'s' if n_seeds > 1 else ''} {', '.join(map(str, res['seeds']))}; "
+             f"`{res.get('command', 'python scripts/compare_unet.py --variants')}`, {res.get('runs', 0)} bundle "
+             f"commands in {res.get('protocol_wall_s', 0.0) / 3600:.2f} h. Validation mean Dice: the best of the "
+             "training's validations (the checkpoint-selection metric, on the last `num_val` items of the training "
+             "list); the test split is not used. Δ: against the default row"
+             + (", mean over the seeds" if n_seeds > 1 else "; one seed, so differences of a few 0.01 are noise")
+             + ".", "",
+             "| variant | parameters | MACs/voxel | train time | validation mean Dice | Δ vs default |",
+             "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        delta = "" if name == "default" or r["dice"][0] != r["dice"][0] else f"{r['dice'][0] - default:+.3f}"
+        lines.append(f"| `{name}`: {r['label']} | {r['parameters']:,} | {r['macs'] / 1e3:,.1f} k | "
+                     f"{_duration(r['train_s'][0])} | {_pm(r['dice'])} | {delta} |")
+    better = [(n, r["dice"][0] - default) for n, r in rows.items()
+              if n != "default" and r["dice"][0] == r["dice"][0] and round(r["dice"][0] - default, 3) > 0]
+    lines.append("")
+    if better:
+        lines.append("**Better than the default on validation:** " + ", ".join(
+            f"`{n}` ({d:+.3f}" + (f", {rows[n]['train_s'][0] / rows['default']['train_s'][0]:.2f}x the train time"
+                                   if rows["default"]["train_s"][0] else "") + ")" for n, d in better) + ".")
+    else:
+        lines.append("**Better than the default on validation:** none of the variants.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def variants_main(args, task_name: str, names: Sequence[str], lrs: Sequence[float], seeds: Sequence[int],
+                  overrides: Mapping[str, Any], machine: str, command: str) -> int:
+    """``--variants``: run (or with ``--write-only`` only render) the variants of one task; results in
+    ``<work>/variants.json`` (``results.json``, the protocol's, is only read, for KMUNet's chosen rate)."""
+    path = args.work / "variants.json"
+    results: Dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    if not args.write_only:
+        lr, source = args.variant_lr, "set by --variant-lr"
+        protocol = args.work / "results.json"
+        if lr is None and protocol.is_file():
+            lr = json.loads(protocol.read_text()).get(task_name, {}).get("arms", {}).get("kmunet", {}).get("lr")
+            source = "the protocol's choice for KMUNet in results.json"
+        runner = BundleRunner(args.work, fused=not args.eager)
+        task = prepare_task(task_name, args.data_root, args.epochs, args.val_interval, args.phantom, overrides)
+        res = run_variants(task, runner, args.work, names, lr, lrs, seeds, log=lambda m: print(m, flush=True))
+        res["command"] = command
+        if lr is not None:
+            res["lr_source"] = source
+        results[task_name] = res
+        path.write_text(json.dumps(results, indent=2))
+    if task_name not in results:
+        print(f"no variants of {task_name} in {path}", file=sys.stderr)
+        return 1
+    text = render_variants(results[task_name], machine)
+    print(text, flush=True)
+    if args.variants_doc is not None:
+        write_between_markers(args.variants_doc, VARIANT_START, VARIANT_END, text)
+        print(f"variants table written to {args.variants_doc}")
+    return 0
+
+
 def main(argv=None) -> int:
     """Command-line entry point; returns the exit status.
 
@@ -803,11 +1049,14 @@ def main(argv=None) -> int:
         argv: the arguments (default ``sys.argv[1:]``).
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {list(TASKS)}")
+    parser.add_argument("--tasks", default=None,
+                        help=f"comma-separated, from {list(TASKS)} (default: all; with --variants one, "
+                             f"{VARIANT_TASK})")
     parser.add_argument("--epochs", type=int, default=None, help="override every task's epochs")
     parser.add_argument("--val-interval", type=int, default=None, help="override every task's validation interval")
     parser.add_argument("--lrs", default=",".join(f"{x:g}" for x in DEFAULT_LRS), help="learning-rate grid")
-    parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="seeds (the first one searches)")
+    parser.add_argument("--seeds", default=None,
+                        help="seeds (the first one searches; default: 0,1,2, with --variants 0)")
     parser.add_argument("--lr-search-time-matched", action="store_true",
                         help="search the learning rate of row (c) too (default: row (a)'s)")
     parser.add_argument("--work", type=Path, default=REPO / "eval" / "compare_unet",
@@ -821,12 +1070,32 @@ def main(argv=None) -> int:
     parser.add_argument("--eager", action="store_true", help="MONAI_KAN_FUSED=0 (no torch.compile)")
     parser.add_argument("--readme", action="append", default=[], metavar="bundles|2d=PATH|3d=PATH",
                         help="write the tables between the comparison markers of these READMEs (repeatable)")
-    parser.add_argument("--write-only", action="store_true", help="only render <work>/results.json")
+    parser.add_argument("--write-only", action="store_true",
+                        help="only render <work>/results.json (with --variants: <work>/variants.json)")
+    parser.add_argument("--variants", nargs="?", const="all", default=None, metavar="NAMES",
+                        help=f"measure KMUNet's training variants instead (issue 10, item 5) on one task: all, or "
+                             f"comma-separated from {list(VARIANTS)}")
+    parser.add_argument("--variant-lr", type=float, default=None,
+                        help="KMUNet's learning rate for the variants (default: <work>/results.json's choice for "
+                             "the task, else the protocol's search over --lrs, cached)")
+    parser.add_argument("--variants-doc", type=Path, default=None, metavar="PATH",
+                        help="write the variants table between the kmunet-variants markers of this file, e.g. "
+                             "docs/kmunet_variants.md")
     args = parser.parse_args(argv)
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    default_tasks = VARIANT_TASK if args.variants is not None else ",".join(TASKS)
+    tasks = [t.strip() for t in (args.tasks or default_tasks).split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         parser.error(f"unknown tasks {unknown}; choose from {list(TASKS)}")
+    if args.variants is not None:
+        if len(tasks) != 1:
+            parser.error(f"--variants runs on one task, got {tasks}")
+        names = list(VARIANTS) if args.variants == "all" else [n.strip() for n in args.variants.split(",") if n]
+        bad = [n for n in names if n not in VARIANTS]
+        if bad:
+            parser.error(f"unknown variants {bad}; choose from {list(VARIANTS)}")
+    if args.variants_doc is not None and args.variants is None:
+        parser.error("--variants-doc needs --variants")
     try:
         targets = readme_targets(args.readme)
     except ValueError as e:
@@ -836,9 +1105,12 @@ def main(argv=None) -> int:
         key, _, value = item.partition("=")
         overrides[key] = json.loads(value)
     lrs = [float(x) for x in args.lrs.split(",")]
-    seeds = [int(x) for x in args.seeds.split(",")]
+    default_seeds = (0,) if args.variants is not None else DEFAULT_SEEDS
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else list(default_seeds)
     machine = f"{platform.machine()} CPU, {os.cpu_count()} cores"
     command = "python scripts/compare_unet.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    if args.variants is not None:
+        return variants_main(args, tasks[0], names, lrs, seeds, overrides, machine, command)
     results_path = args.work / "results.json"
     results: Dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if not args.write_only:

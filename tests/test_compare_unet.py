@@ -212,3 +212,100 @@ def test_readme_tables_are_written_between_the_markers(script, tmp_path):
     assert set(script.readme_targets(["bundles"])) == {2, 3}
     with pytest.raises(ValueError, match="--readme"):
         script.readme_targets(["4d=x"])
+
+
+# --- issue 10, item 5: KMUNet's training variants --------------------------------------------------------------------
+
+
+class FakeVariantRunner(FakeRunner):
+    """A bundle that takes a variant's overrides and configs; low rank scores higher on validation."""
+
+    def __init__(self, fail_after=None):
+        super().__init__(fail_after)
+        self.extras = {}
+
+    def train(self, task, net_def, lr, seed, epochs, folder, overrides=None, configs=()):
+        record = super().train(task, net_def, lr, seed, epochs, folder)
+        self.extras[Path(folder).parent.name] = (dict(overrides or {}), list(configs))
+        record["best_val_mean_dice"] += 0.01 * (net_def.get("rank") or 0)
+        return record
+
+
+def test_variant_definitions(script):
+    assert list(script.VARIANTS)[0] == "default"
+    for dims in (2, 3):
+        config = script.bundle_config(dims)
+        base, n = config["network_def"], len(config["class_names"])
+        grid = script.grid_update_config(dims)
+        assert [h["_target_"].rsplit(".", 1)[-1] for h in grid["+train#handlers"]] == ["KANGridHandler"]
+        assert grid["kan_grid_update_every"] > 0 and "loss" not in grid  # only the grid update, no regulariser
+        for name, variant in script.VARIANTS.items():
+            run = script.variant_run(name, base, dims)
+            assert run["row"] == ("kmunet" if name == "default" else f"kmunet_{name}")
+            assert run["network_def"] == {**base, **variant.network}  # KMUNet's network_def, changed only there
+            assert bool(run["configs"]) == variant.grid_update and run["overrides"] == variant.overrides
+            assert set(run["overrides"]) <= set(config)  # overrides name ids of train.json
+            script.build_network(run["network_def"], n)  # every variant builds as the bundle would
+        assert script.variant_run("default", base, dims)["network_def"] == base
+    with pytest.raises(ValueError, match="unknown variant"):
+        script.variant_run("rank7", base, 3)
+
+
+def test_variant_costs_are_counted_by_the_layers(script):
+    from monai_kan import KANConv
+
+    low = KANConv(2, 3, 5, kernel_size=3, grid_size=5, spline_order=3, rank=2)
+    # per output element (1 + r) per edge and kernel offset, plus r (G + k) per input element for the shared functions
+    assert script.count_macs(low, (1, 3, 6, 6)) == 36 * 5 * 3 * 9 * (1 + 2) + 36 * 3 * 2 * 8
+    task = toy_task(script)
+    stats = {name: script.network_stats(script.variant_run(name, task.network_def, 2)["network_def"], 3,
+                                        task.patch_size) for name in ("default", "rank1", "rank2", "init_zero")}
+    assert stats["rank1"]["parameters"] < stats["rank2"]["parameters"] < stats["default"]["parameters"]
+    assert stats["rank1"]["macs_per_voxel"] < stats["rank2"]["macs_per_voxel"] < 0.5 * stats["default"]["macs_per_voxel"]
+    assert stats["init_zero"] == stats["default"]
+
+
+def test_variants_reuse_the_protocol_kmunet_runs_and_never_test(script, tmp_path):
+    task = toy_task(script)
+    script.run_task(task, FakeRunner(), tmp_path, lrs=[0.001, 0.01], seeds=[0], log=lambda m: None)
+    runner = FakeVariantRunner()
+    res = script.run_variants(task, runner, tmp_path, names=["rank1", "grid_update", "spline_lr_10"],
+                              lrs=[0.001, 0.01], seeds=[0], log=lambda m: None)
+    assert res["lr"] == 0.001 and res["lr_search"] == {"0.001": 0.899, "0.01": 0.89}  # validation, first seed
+    assert list(res["variants"]) == ["default", "rank1", "grid_update", "spline_lr_10"]
+    # the default and the rate search are the protocol's cached KMUNet runs; the variants train once each
+    assert [Path(f).parent.name for _, f in runner.calls] == ["kmunet_rank1", "kmunet_grid_update",
+                                                               "kmunet_spline_lr_10"]
+    assert all(kind == "train" for kind, _ in runner.calls)  # the test split is never evaluated
+    assert all(Path(f).name == "lr0.001_seed0_ep2" for _, f in runner.calls)
+    assert runner.extras["kmunet_spline_lr_10"] == ({"spline_lr_scale": 10.0}, [])
+    assert runner.extras["kmunet_grid_update"][1] == [script.grid_update_config(2)]
+    assert res["variants"]["rank1"]["network_def"]["rank"] == 1
+    # cached: an interrupted variant run resumes, a finished one is not redone
+    again = FakeVariantRunner()
+    assert script.run_variants(task, again, tmp_path, names=["rank1", "rank2"], lr=0.001,
+                               seeds=[0], log=lambda m: None)["variants"]["rank1"] == res["variants"]["rank1"]
+    assert [Path(f).parent.name for _, f in again.calls] == ["kmunet_rank2"]
+
+    res["command"] = "python scripts/compare_unet.py --variants"
+    text = script.render_variants(json.loads(json.dumps(res)), "a CPU")
+    assert "| variant | parameters | MACs/voxel | train time | validation mean Dice | Δ vs default |" in text
+    assert "| `rank1`: low-rank KAN convs, r = 1 |" in text and "| +0.010 |" in text
+    assert "**Better than the default on validation:** `rank1` (+0.010" in text
+    assert "test" not in text.replace("the test split is not used", "")
+    doc = tmp_path / "variants.md"
+    doc.write_text(f"# v\n{script.VARIANT_START}\nold\n{script.VARIANT_END}\n")
+    from _bundle_runs import write_between_markers
+
+    write_between_markers(doc, script.VARIANT_START, script.VARIANT_END, text)
+    assert "old" not in doc.read_text() and "| `grid_update`" in doc.read_text()
+
+
+def test_variants_command_line(script, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        script.main(["--variants", "--tasks", "synthetic2d,synthetic3d", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        script.main(["--variants", "rank9", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        script.main(["--variants-doc", str(tmp_path / "x.md"), "--work", str(tmp_path)])
+    assert script.main(["--variants", "--write-only", "--work", str(tmp_path)]) == 1  # nothing measured yet
