@@ -231,6 +231,11 @@ def test_grid_update_and_extension_preserve_the_low_rank_functions():
     fresh.load_state_dict(layer.state_dict())
     assert fresh.grid_size == 10
     torch.testing.assert_close(fresh(x), layer(x))
+    for other in (KANConv(2, 3, 4).double(), KANConv(2, 3, 4, rank=1).double()):
+        before = [t.clone() for t in other.state_dict().values()]
+        with pytest.raises(RuntimeError, match="rank=2, this layer has rank="):
+            other.load_state_dict(layer.state_dict())
+        assert all(torch.equal(a, b) for a, b in zip(before, other.state_dict().values()))  # left unchanged
 
 
 def test_pruning_regularisation_and_summaries_work_on_low_rank_networks():
@@ -249,6 +254,11 @@ def test_pruning_regularisation_and_summaries_work_on_low_rank_networks():
     assert net.encoders[0].conv.shared_spline_weight.grad is not None
     summary = layer_summary(net.encoders[1].conv, None)
     assert summary["edge_scores"].shape == (8, 4)
+    pytest.importorskip("matplotlib")
+    from monai_kan.visualize.plot import plot_edge_kernel, plot_layer_edges
+
+    plot_layer_edges(net.encoders[1].conv, "encoders.1.conv", summary)  # kernel layout read from spline_weight
+    plot_edge_kernel(net.encoders[1].conv, 7, 3, "encoders.1.conv")
 
 
 # --- KMUNet and configs --------------------------------------------------------------------------------------------

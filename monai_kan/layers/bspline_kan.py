@@ -491,6 +491,11 @@ class BSplineKANBase(nn.Module):
         grid_size, n_errors = self.grid_size, len(error_msgs)
         name = "spline_weight" if self.shared_spline_weight is None else "shared_spline_weight"
         knots, weight = state_dict.get(prefix + "knots"), state_dict.get(prefix + name)
+        shared = state_dict.get(prefix + "shared_spline_weight")
+        saved_rank = None if shared is None or shared.dim() != 3 else int(shared.shape[1])
+        if prefix + "spline_weight" in state_dict and saved_rank != self.rank:
+            error_msgs.append(f"{prefix}: the checkpoint holds a KAN layer with rank={saved_rank}, this layer has "
+                              f"rank={self.rank} (build it with the checkpoint's `rank`).")
         if knots is not None and weight is not None and knots.dim() == 2 and knots.shape[1] != self.knots.shape[1]:
             n = knots.shape[1] - self.spline_order - 1
             expected = tuple(self.grid_weight.shape[:-1]) + (n,)
