@@ -365,3 +365,27 @@ def test_bundle_train_config_takes_spline_lr_scale(dims):
     lr = parser["learning_rate"]
     assert [g["lr"] for g in opt.param_groups] == [lr, pytest.approx(0.1 * lr)]
     assert parser.get_parsed_content("lr_scheduler", lazy=False).base_lrs == [lr, pytest.approx(0.1 * lr)]
+
+
+def test_network_grid_tools_keep_the_optimizer_groups_of_low_rank_layers():
+    from monai_kan.tools import extend_network_grids, update_network_grids
+
+    torch.manual_seed(0)
+    net = KMUNet(2, 1, 2, channels=(4, 8), strides=(2,), rank=2)
+    opt = torch.optim.Adam(kan_parameter_groups(net, 0.01, 0.1), lr=0.01)
+    x = torch.randn(2, 1, 16, 16)
+    net(x).square().mean().backward()
+    opt.step()
+    conv = net.encoders[0].conv
+    assert conv.shared_spline_weight in opt.state
+    update_network_grids(net, x, optimizer=opt)  # the refitted shared functions lose their (old-basis) state
+    assert conv.shared_spline_weight not in opt.state and conv.spline_weight in opt.state
+    old = conv.shared_spline_weight
+    extend_network_grids(net, 10, x, optimizer=opt)
+    assert conv.shared_spline_weight is not old and conv.shared_spline_weight.shape[-1] == 13
+    spline_group = opt.param_groups[1]
+    assert spline_group["lr"] == pytest.approx(0.001)
+    assert any(p is conv.shared_spline_weight for p in spline_group["params"])
+    assert not any(p is old for g in opt.param_groups for p in g["params"])
+    net(x).square().mean().backward()
+    opt.step()
