@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from monai_kan.layers.bspline_kan import BSplineKANBase
+from monai_kan.layers.fused import activation_name, kan_linear
 from monai_kan.layers.metatensor import is_meta_tensor, plain_tensor, with_meta_of
 from monai_kan.utils import check_floating_input
 
@@ -37,8 +38,11 @@ class KANLinear(BSplineKANBase):
         ValueError: a size is not a positive integer, ``grid_size < 1``, ``spline_order < 0``, an empty or reversed
             ``grid_range``, or an unknown ``base_activation``.
 
-    The contraction runs as a kernel-1 convolution over all positions, sharing the memory-lean recomputing
-    backward of :class:`~monai_kan.layers.KANConv`.
+    In eager PyTorch the rows go through :func:`~monai_kan.layers.fused.kan_linear`: one expansion kernel and one
+    matrix product forward (the expansion kept for backward up to
+    :data:`~monai_kan.layers.fused.LINEAR_SAVED_EXPANSION_BYTES`, else recomputed). Under ``torch.compile``,
+    tracing, ONNX export and TorchScript, and for empty inputs, the contraction runs as a kernel-1 convolution over
+    all positions, the custom op of :class:`~monai_kan.layers.KANConv` (same values, same precision policy).
     """
 
     def __init__(
@@ -77,12 +81,31 @@ class KANLinear(BSplineKANBase):
         check_floating_input(x, "KANLinear")
         lead = x.shape[:-1]
         rows = x.reshape(-1, self.in_channels)  # (M, in)
+        if not torch.jit.is_scripting():
+            if self._use_lean_path(rows):
+                return self._lean_forward(rows).reshape(list(lead) + [self.out_channels])
         if rows.shape[0] == 0:  # no positions: a length-0 convolution is an error, a batch of 0 is not
             y = self._kan_conv(rows.unsqueeze(-1), [1], [0], [1]).squeeze(-1)  # (0, out)
         else:
             columns = rows.t().contiguous().unsqueeze(0)  # (1, in, M): positions as length
             y = self._kan_conv(columns, [1], [0], [1]).squeeze(0).t()  # (M, out)
         return y.reshape(list(lead) + [self.out_channels])
+
+    @torch.jit.unused
+    def _use_lean_path(self, rows: torch.Tensor) -> bool:
+        # torch.compile, tracing and export see the custom op (one opaque node); the low-rank form (if the base class
+        # has one) and learnable or unlisted base activations keep the base class's path
+        if rows.shape[0] == 0 or torch.compiler.is_compiling() or not self._use_fast_path(rows):
+            return False
+        return getattr(self, "rank", None) is None and activation_name(self.base_activation) is not None
+
+    @torch.jit.unused
+    def _lean_forward(self, rows: torch.Tensor) -> torch.Tensor:
+        dtype = self._compute_dtype(rows)
+        weight = self._fused_weight(dtype).squeeze(-1)  # (out, in * (b + G + k))
+        bias = None if self.bias is None else self.bias.to(dtype)
+        return kan_linear(rows.to(dtype), weight, bias, self.knots, self.spline_order, self.uniform_grid,
+                          self.base_activation)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_channels}, out_features={self.out_channels}, " + super().extra_repr()
