@@ -94,6 +94,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="skip the runs already in --json (same settings)")
     p.add_argument("--report-only", action="store_true",
                    help="only re-render --output from the results and run facts saved in --json by a finished run")
+    p.add_argument("--timing-json", type=Path, action="append", default=[],
+                   help="with --report-only: also list the invocations and per-training CPU times of this results "
+                        "file (a run made to time the protocol) in the report's speed section; repeatable")
     args = p.parse_args(argv)
     bad = [m for m in args.models if m not in MODEL_SPECS] + [d for d in args.datasets if d not in LOADERS]
     if bad:
@@ -144,6 +147,21 @@ def _done_trainings(results: Optional[dict], names) -> Tuple[int, int]:
     return sel, sum(len(cells.get(n, {}).get("runs", {})) for n in names)
 
 
+def _git_commit() -> Optional[str]:
+    """Short hash of the checked-out commit (plus ``+changes`` when the work tree differs), or None outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
+
+
 def _partial_meta(saved: dict) -> dict:
     """Run facts of an unfinished run (no final ``meta`` saved): what its saved invocations tell."""
     runs = saved["results"].get("invocations", [])
@@ -167,6 +185,11 @@ def main(argv=None) -> int:
     if args.report_only:
         saved = json.loads(args.json.read_text())
         meta = saved.get("meta") or _partial_meta(saved)
+        meta = dict(meta, timing_runs=[])
+        for path in args.timing_json:
+            timing = json.loads(path.read_text())
+            meta["timing_runs"].append({"source": path.name, "results": timing["results"],
+                                        "meta": timing.get("meta") or _partial_meta(timing)})
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(render_report(saved["results"], meta))
         print(f"wrote {args.output} from {args.json}")
@@ -246,7 +269,7 @@ def main(argv=None) -> int:
         "started": invocations[0]["started"] if invocations else started, "wall_time": wall,
         "threads": threads, "torch": torch.__version__,
         "cpu_count": os.cpu_count(), "workers": workers, "protocol": cfg.as_dict(),
-        "fused": fused_kernels_enabled(), "quick": args.quick,
+        "fused": fused_kernels_enabled(), "quick": args.quick, "git_commit": _git_commit(),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render_report(results, meta))

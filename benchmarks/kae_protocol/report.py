@@ -490,4 +490,53 @@ def _cost_section(results: dict, meta: dict) -> List[str]:
             if complete:
                 lines.append(f"| {DATASET_INFO.get(ds, (ds,))[0]}, {d} | {which} | {sel:.0f} | {one:.0f} | "
                              f"{(sel + one) / 60:.1f} |")
+    lines += _timing_runs_section(meta)
+    return lines
+
+
+def _timing_runs_section(meta: dict) -> List[str]:
+    """Invocations of other results files, run only to time the protocol (``meta["timing_runs"]``: a list of
+    ``{"source", "results", "meta"}`` from ``kae_benchmark.py --report-only --timing-json``)."""
+    timing = meta.get("timing_runs") or []
+    if not timing:
+        return []
+    lines = ["", "### Timing runs", "",
+             "Runs made only to time the protocol, saved in results files of their own (their metrics are not the "
+             "ones reported above): each invocation as the script measured it, and the CPU time of each training "
+             "(the selection's four, the final one) and evaluation.", ""]
+    for entry in timing:
+        run_meta, results = entry.get("meta") or {}, entry.get("results") or {}
+        cpus = run_meta.get("cpu_count") or meta.get("cpu_count") or 1
+        for run in run_meta.get("invocations") or results.get("invocations", []):
+            load = run.get("load_average") or [None, None]
+            load_text = "—" if None in load else f"{load[0]:.1f} -> {load[1]:.1f}"
+            cpu = run.get("cpu_time") if run.get("finished", True) else None
+            one_seed = _is_one_seed_protocol(run.get("scope") or {}) and run.get("finished", True)
+            lines.append(
+                f"- `{entry.get('source', '?')}`: `{run['command']}`"
+                + (" (the one-seed protocol of one dataset and latent size, 7 models, 4-configuration grid, from "
+                   "scratch)" if one_seed else "")
+                + f": **{run['wall_time'] / 60:.1f} min wall**, {run.get('workers', 1)} worker(s) x "
+                f"{run.get('threads', 1)} thread(s), load average {load_text} (start -> end) on {cpus} cores"
+                + (f", CPU time of all its processes {cpu / 60:.1f} core-min (at best {cpu / 60 / cpus:.1f} min on "
+                   f"{cpus} otherwise idle cores)" if cpu else "")
+                + (f", started {run['started']}" if run.get("started") else "")
+                + (f", code at commit {run_meta['git_commit']}" if run_meta.get("git_commit") else "")
+                + "."
+            )
+        cells = results.get("cells", {})
+        if cells:
+            lines += ["", "| Cell | selection: CPU s of each training | final training CPU s | evaluation CPU s |",
+                      "|---|---|---|---|"]
+            total = 0.0
+            for name, cell in cells.items():
+                sel = [r.get("train_cpu", r["train_time"]) for r in cell.get("selection", [])]
+                runs = list(cell.get("runs", {}).values())
+                train = runs[0].get("train_cpu", runs[0]["train_time"]) if runs else None
+                ev = runs[0].get("eval_cpu", runs[0]["eval_time"]) if runs else None
+                total += sum(sel) + (train or 0.0) + (ev or 0.0)
+                lines.append(f"| {name} | {', '.join(f'{v:.0f}' for v in sel) or '—'} | {_fmt(train, 0)} | "
+                             f"{_fmt(ev, 0)} |")
+            lines += ["", f"Sum over the trainings and evaluations: {total:.0f} CPU s ({total / 60:.1f} core-min)."]
+        lines.append("")
     return lines
