@@ -963,12 +963,31 @@ def run_variants(task: Task, runner, work: Path, names: Sequence[str] = tuple(VA
     return result
 
 
+def protocol_seed_spread(protocol: Mapping[str, Any], task_name: str, lr: Optional[float]) -> Optional[Dict[str, Any]]:
+    """The default KMUNet's validation Dice over the protocol's seeds, the yardstick of a variant's one-seed gain.
+
+    Args:
+        protocol: the protocol's ``results.json`` (task -> :func:`run_task` result).
+        task_name: the variants' task.
+        lr: the variants' learning rate; the spread is used only when the protocol chose the same rate.
+
+    Returns:
+        ``{"seeds": {seed: best validation mean Dice}, "lr": rate}``, or None without at least two seeds at ``lr``.
+    """
+    arm = protocol.get(task_name, {}).get("arms", {}).get("kmunet")
+    if not arm or lr is None or abs(arm.get("lr", float("nan")) - lr) > 1e-12 * max(1.0, abs(lr)):
+        return None
+    seeds = {k: v["train"]["best_val_mean_dice"] for k, v in arm.get("seeds", {}).items()}
+    return {"seeds": seeds, "lr": lr} if len(seeds) >= 2 else None
+
+
 def render_variants(res: Mapping[str, Any], machine: str) -> str:
     """The variants table (the text between :data:`VARIANT_START` and :data:`VARIANT_END`) with its caption and
     generated sentences: which variants beat the default on the validation split, and at what cost.
 
     Args:
-        res: a :func:`run_variants` result (with ``"command"``).
+        res: a :func:`run_variants` result (with ``"command"``; with ``"seed_spread"``, from
+            :func:`protocol_seed_spread`, a gain within the default's seed range is called so).
         machine: the machine, for the caption.
     """
     n_seeds = len(res["seeds"])
@@ -1000,13 +1019,24 @@ def render_variants(res: Mapping[str, Any], machine: str) -> str:
                      f"{_duration(r['train_s'][0])} | {_pm(r['dice'])} | {delta} |")
     better = [(n, r["dice"][0] - default) for n, r in rows.items()
               if n != "default" and r["dice"][0] == r["dice"][0] and round(r["dice"][0] - default, 3) > 0]
+    spread = res.get("seed_spread")
+    top = max(spread["seeds"].values()) if spread else None
     lines.append("")
     if better:
         lines.append("**Better than the default on validation:** " + ", ".join(
             f"`{n}` ({d:+.3f}" + (f", {rows[n]['train_s'][0] / rows['default']['train_s'][0]:.2f}x the train time"
-                                   if rows["default"]["train_s"][0] else "") + ")" for n, d in better) + ".")
+                                   if rows["default"]["train_s"][0] else "")
+            + (", within the default's seed range" if top is not None and default + d <= top else "")
+            + ")" for n, d in better) + ".")
     else:
         lines.append("**Better than the default on validation:** none of the variants.")
+    if spread:
+        values = [spread["seeds"][k] for k in sorted(spread["seeds"], key=int)]
+        lines += ["", f"Seed spread of the default at this rate (the protocol's KMUNet row, seeds "
+                      f"{', '.join(sorted(spread['seeds'], key=int))}): validation mean Dice "
+                      f"{', '.join(f'{v:.3f}' for v in values)}, a range of {max(values) - min(values):.3f}. "
+                      "A one-seed gain that stays within that range "
+                      "is not evidence that the variant trains better; no default was changed on it."]
     lines.append("")
     return "\n".join(lines)
 
@@ -1034,6 +1064,11 @@ def variants_main(args, task_name: str, names: Sequence[str], lrs: Sequence[floa
     if task_name not in results:
         print(f"no variants of {task_name} in {path}", file=sys.stderr)
         return 1
+    protocol = args.work / "results.json"
+    if protocol.is_file():  # the default's seed spread, when the protocol ran in the same --work
+        spread = protocol_seed_spread(json.loads(protocol.read_text()), task_name, results[task_name].get("lr"))
+        if spread:
+            results[task_name]["seed_spread"] = spread
     text = render_variants(results[task_name], machine)
     print(text, flush=True)
     if args.variants_doc is not None:

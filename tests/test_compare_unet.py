@@ -300,6 +300,16 @@ def test_variants_reuse_the_protocol_kmunet_runs_and_never_test(script, tmp_path
     write_between_markers(doc, script.VARIANT_START, script.VARIANT_END, text)
     assert "old" not in doc.read_text() and "| `grid_update`" in doc.read_text()
 
+    # a one-seed gain within the default's seed range (the protocol's KMUNet seeds) is called so
+    protocol = {task.name: {"arms": {"kmunet": {"lr": 0.001, "seeds": {
+        "0": {"train": {"best_val_mean_dice": 0.899}}, "1": {"train": {"best_val_mean_dice": 0.95}}}}}}}
+    assert script.protocol_seed_spread(protocol, task.name, 0.01) is None  # another rate: no yardstick
+    spread = script.protocol_seed_spread(protocol, task.name, 0.001)
+    assert spread == {"seeds": {"0": 0.899, "1": 0.95}, "lr": 0.001}
+    text = script.render_variants(dict(json.loads(json.dumps(res)), seed_spread=spread), "a CPU")
+    assert "`rank1` (+0.010" in text and "within the default's seed range)" in text
+    assert "validation mean Dice 0.899, 0.950, a range of 0.051" in text
+
 
 def test_variants_command_line(script, tmp_path, capsys):
     with pytest.raises(SystemExit):
