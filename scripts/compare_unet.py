@@ -631,6 +631,8 @@ def summarize(res: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
             "dice": {c: _mean_std([r["test"]["dice"].get(c) for r in runs]) for c in res["class_names"][1:]},
             "mean_dice": _mean_std([r["test"]["mean_dice"] for r in runs]),
             "train_s": _mean_std([r["train"]["train_loop_s"] for r in runs]),
+            # CPU time of the training process: unlike wall time, comparable between runs at different loads
+            "cpu_s": _mean_std([r["train"].get("cpu_s") for r in runs]),
             "peak_mib": _mean_std([r["train"]["peak_rss_mib"] for r in runs]),
         }
     return rows
@@ -693,7 +695,10 @@ def verdict(rows: Mapping[str, Mapping[str, Any]], class_names: Sequence[str]) -
             continue
         parts = []
         for key, name in (("parameters", "the parameters"), ("macs_per_voxel", "the MACs per voxel"),
-                          ("train_s", "the train time"), ("peak_mib", "the peak memory")):
+                          ("train_s", "the train time"), ("cpu_s", "the CPU time"),
+                          ("peak_mib", "the peak memory")):
+            if key not in k or key not in row:
+                continue
             kv, bv = (k[key][0], row[key][0]) if isinstance(k[key], tuple) else (k[key], row[key])
             if bv and kv == kv and bv == bv and kv / bv > 1.05:
                 parts.append(f"{kv / bv:.1f}x {name}")
@@ -724,12 +729,13 @@ def render_task(res: Mapping[str, Any]) -> List[str]:
              f"'s), {n_seeds} seed{'s' if n_seeds > 1 else ''}, {n_test} test case{'s' if n_test != 1 else ''}; "
              f"`{res.get('command', 'python scripts/compare_unet.py')}`, {res.get('runs', 0)} bundle commands in "
              f"{res.get('protocol_wall_s', 0.0) / 3600:.2f} h", ""]
-    header = (["model", "lr", "parameters", "MACs/voxel", "train time", "peak memory"] + [f"Dice {c}" for c in fg]
-              + ["mean Dice"])
+    header = (["model", "lr", "parameters", "MACs/voxel", "train time", "CPU time", "peak memory"]
+              + [f"Dice {c}" for c in fg] + ["mean Dice"])
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for arm, r in rows.items():
         cells = [r["label"], f"{r['lr']:g}", f"{r['parameters']:,}", f"{r['macs_per_voxel'] / 1e3:,.1f} k",
-                 _duration(r["train_s"][0]), f"{r['peak_mib'][0]:,.0f} MiB"]
+                 _duration(r["train_s"][0]), _duration(r["cpu_s"][0]) if r["cpu_s"][0] == r["cpu_s"][0] else "-",
+                 f"{r['peak_mib'][0]:,.0f} MiB"]
         cells += [_pm(r["dice"][c]) for c in fg] + [_pm(r["mean_dice"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", verdict(rows, res["class_names"]), ""]
@@ -765,8 +771,10 @@ def render(results: Mapping[str, Mapping[str, Any]], dims: int, machine: str) ->
              "(first seed). Dice: mean ± sample std over the seeds of the test-set mean. "
              "MACs/voxel: multiply-accumulates of the convolutions in one forward pass per input voxel (a KAN "
              "convolution counts G + k + 1 per edge and kernel offset; basis evaluation, norms and activations not "
-             "counted). Train time: the training loop (validation included, start-up and data caching not), mean "
-             "over seeds; peak memory: the training process's maximum resident set (the cached data set and the "
+             "counted). Train time: wall-clock time of the training loop (validation included, start-up and data "
+             "caching not), mean over seeds; it grows with the machine's load, and row (c)'s epochs are matched on "
+             "it. CPU time: all threads of the training process (start-up included), the cost that compares across "
+             "loads; peak memory: the training process's maximum resident set (the cached data set and the "
              "runtime included, so differences are what the networks add). " + load, ""]
     for res in tasks:
         lines += render_task(res)
@@ -996,6 +1004,9 @@ def render_variants(res: Mapping[str, Any], machine: str) -> str:
         runs = list(v["seeds"].values())
         rows[name] = {"label": v["label"], "parameters": v["parameters"], "macs": v["macs_per_voxel"],
                       "train_s": _mean_std([r["train_loop_s"] for r in runs]),
+                      # CPU time of the whole training process: comparable across runs made at different loads
+                      "cpu_s": _mean_std([r.get("cpu_s") for r in runs]),
+                      "load": max(r.get("load_avg", float("nan")) for r in runs),
                       "dice": _mean_std([r["best_val_mean_dice"] for r in runs])}
     default = rows["default"]["dice"][0]
     lines = ["",
@@ -1010,13 +1021,19 @@ def render_variants(res: Mapping[str, Any], machine: str) -> str:
              "training's validations (the checkpoint-selection metric, on the last `num_val` items of the training "
              "list); the test split is not used. Δ: against the default row"
              + (", mean over the seeds" if n_seeds > 1 else "; one seed, so differences of a few 0.01 are noise")
-             + ".", "",
-             "| variant | parameters | MACs/voxel | train time | validation mean Dice | Δ vs default |",
-             "|---|---|---|---|---|---|"]
+             + ". Train time is the training loop's wall-clock time and depends on the machine's load (the 1-minute "
+             "load average at the end of the training, on all cores, in the load column); CPU time (all threads of the "
+             "training process, start-up included) is the comparable cost.", "",
+             "| variant | parameters | MACs/voxel | train time (wall) | CPU time | load | validation mean Dice | "
+             "Δ vs default |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         delta = "" if name == "default" or r["dice"][0] != r["dice"][0] else f"{r['dice'][0] - default:+.3f}"
+        cpu = _duration(r["cpu_s"][0]) if r["cpu_s"][0] == r["cpu_s"][0] else "-"
+        load = f"{r['load']:.1f}" if r["load"] == r["load"] else "-"
         lines.append(f"| `{name}`: {r['label']} | {r['parameters']:,} | {r['macs'] / 1e3:,.1f} k | "
-                     f"{_duration(r['train_s'][0])} | {_pm(r['dice'])} | {delta} |")
+                     f"{_duration(r['train_s'][0])} | {cpu} | {load} | {_pm(r['dice'])} | {delta} |")
+    base_cpu = rows["default"]["cpu_s"][0]
     better = [(n, r["dice"][0] - default) for n, r in rows.items()
               if n != "default" and r["dice"][0] == r["dice"][0] and round(r["dice"][0] - default, 3) > 0]
     spread = res.get("seed_spread")
@@ -1024,8 +1041,9 @@ def render_variants(res: Mapping[str, Any], machine: str) -> str:
     lines.append("")
     if better:
         lines.append("**Better than the default on validation:** " + ", ".join(
-            f"`{n}` ({d:+.3f}" + (f", {rows[n]['train_s'][0] / rows['default']['train_s'][0]:.2f}x the train time"
-                                   if rows["default"]["train_s"][0] else "")
+            f"`{n}` ({d:+.3f}" + (f", {rows[n]['cpu_s'][0] / base_cpu:.2f}x the CPU time"
+                                   if base_cpu == base_cpu and base_cpu > 0 and rows[n]["cpu_s"][0] == rows[n]["cpu_s"][0]
+                                   else "")
             + (", within the default's seed range" if top is not None and default + d <= top else "")
             + ")" for n, d in better) + ".")
     else:

@@ -199,8 +199,8 @@ def test_readme_tables_are_written_between_the_markers(script, tmp_path):
     assert text.startswith("# bundle\n\nbefore\n<!-- comparison:start -->\n") and text.endswith(
         "<!-- comparison:end -->\nafter\n")
     assert "old table" not in text
-    assert "| model | lr | parameters | MACs/voxel | train time | peak memory | Dice organ | Dice tumor | mean Dice |" \
-        in text
+    assert ("| model | lr | parameters | MACs/voxel | train time | CPU time | peak memory | Dice organ | Dice tumor "
+            "| mean Dice |") in text
     for label in ("KMUNet (bundle default)", "(a) UNet, same channels", "(b) UNet, channels x",
                   "(c) UNet, same channels, 10 epochs (train time matched)", "(d) KMUNet topology, plain convolutions"):
         assert f"| {label}" in text
@@ -289,7 +289,8 @@ def test_variants_reuse_the_protocol_kmunet_runs_and_never_test(script, tmp_path
 
     res["command"] = "python scripts/compare_unet.py --variants"
     text = script.render_variants(json.loads(json.dumps(res)), "a CPU")
-    assert "| variant | parameters | MACs/voxel | train time | validation mean Dice | Δ vs default |" in text
+    assert ("| variant | parameters | MACs/voxel | train time (wall) | CPU time | load | validation mean Dice | "
+            "Δ vs default |") in text
     assert "| `rank1`: low-rank KAN convs, r = 1 |" in text and "| +0.010 |" in text
     assert "**Better than the default on validation:** `rank1` (+0.010" in text
     assert "test" not in text.replace("the test split is not used", "")
