@@ -1054,7 +1054,7 @@ def render_variants(res: Mapping[str, Any], machine: str) -> str:
                       f"{', '.join(sorted(spread['seeds'], key=int))}): validation mean Dice "
                       f"{', '.join(f'{v:.3f}' for v in values)}, a range of {max(values) - min(values):.3f}. "
                       "A one-seed gain that stays within that range "
-                      "is not evidence that the variant trains better; no default was changed on it."]
+                      "is not evidence that the variant trains better."]
     lines.append("")
     return "\n".join(lines)
 
