@@ -825,6 +825,16 @@ def write_readmes(results: Mapping[str, Mapping[str, Any]], targets: Mapping[int
 
 
 VARIANT_START, VARIANT_END = "<!-- kmunet-variants:start -->", "<!-- kmunet-variants:end -->"
+
+
+def variant_slot(task_name: str, seeds: Sequence[int]) -> Tuple[str, str, str]:
+    """Where a ``--variants`` run is kept and shown: its key in ``variants.json`` and its doc markers. The one-seed
+    screen (seed 0) uses the task name and :data:`VARIANT_START`/:data:`VARIANT_END`; a run with other seeds (the
+    check of the screen's candidates) gets its own key and markers, so neither replaces the other."""
+    if list(seeds) == [0]:
+        return task_name, VARIANT_START, VARIANT_END
+    tag = "seeds=" + ",".join(str(s) for s in seeds)
+    return f"{task_name}:{tag}", f"<!-- kmunet-variants:{tag}:start -->", f"<!-- kmunet-variants:{tag}:end -->"
 #: task of ``--variants`` when ``--tasks`` is not given
 VARIANT_TASK = "synthetic3d"
 
@@ -1065,6 +1075,7 @@ def variants_main(args, task_name: str, names: Sequence[str], lrs: Sequence[floa
     ``<work>/variants.json`` (``results.json``, the protocol's, is only read, for KMUNet's chosen rate)."""
     path = args.work / "variants.json"
     results: Dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    key, start, end = variant_slot(task_name, seeds)
     if not args.write_only:
         lr, source = args.variant_lr, "set by --variant-lr"
         protocol = args.work / "results.json"
@@ -1077,20 +1088,20 @@ def variants_main(args, task_name: str, names: Sequence[str], lrs: Sequence[floa
         res["command"] = command
         if lr is not None:
             res["lr_source"] = source
-        results[task_name] = res
+        results[key] = res
         path.write_text(json.dumps(results, indent=2))
-    if task_name not in results:
-        print(f"no variants of {task_name} in {path}", file=sys.stderr)
+    if key not in results:
+        print(f"no variants of {key} in {path}", file=sys.stderr)
         return 1
     protocol = args.work / "results.json"
     if protocol.is_file():  # the default's seed spread, when the protocol ran in the same --work
-        spread = protocol_seed_spread(json.loads(protocol.read_text()), task_name, results[task_name].get("lr"))
+        spread = protocol_seed_spread(json.loads(protocol.read_text()), task_name, results[key].get("lr"))
         if spread:
-            results[task_name]["seed_spread"] = spread
-    text = render_variants(results[task_name], machine)
+            results[key]["seed_spread"] = spread
+    text = render_variants(results[key], machine)
     print(text, flush=True)
     if args.variants_doc is not None:
-        write_between_markers(args.variants_doc, VARIANT_START, VARIANT_END, text)
+        write_between_markers(args.variants_doc, start, end, text)
         print(f"variants table written to {args.variants_doc}")
     return 0
 

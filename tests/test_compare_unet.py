@@ -312,6 +312,13 @@ def test_variants_reuse_the_protocol_kmunet_runs_and_never_test(script, tmp_path
     assert "validation mean Dice 0.899, 0.950, a range of 0.051" in text
 
 
+def test_variant_runs_of_other_seeds_keep_their_own_slot(script):
+    assert script.variant_slot("synthetic3d", [0]) == ("synthetic3d", script.VARIANT_START, script.VARIANT_END)
+    key, start, end = script.variant_slot("synthetic3d", [0, 1, 2])
+    assert key == "synthetic3d:seeds=0,1,2"
+    assert start == "<!-- kmunet-variants:seeds=0,1,2:start -->" and end == "<!-- kmunet-variants:seeds=0,1,2:end -->"
+
+
 def test_variants_command_line(script, tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.main(["--variants", "--tasks", "synthetic2d,synthetic3d", "--work", str(tmp_path)])
