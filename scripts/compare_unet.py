@@ -773,8 +773,9 @@ def render(results: Mapping[str, Mapping[str, Any]], dims: int, machine: str) ->
              "convolution counts G + k + 1 per edge and kernel offset; basis evaluation, norms and activations not "
              "counted). Train time: wall-clock time of the training loop (validation included, start-up and data "
              "caching not), mean over seeds; it grows with the machine's load, and row (c)'s epochs are matched on "
-             "it. CPU time: all threads of the training process (start-up included), the cost that compares across "
-             "loads; peak memory: the training process's maximum resident set (the cached data set and the "
+             "it. CPU time: all threads of the training process (start-up included); it also grows under contention "
+             "(cache and memory-bandwidth sharing), so on a shared machine neither time is a load-free cost, and "
+             "MACs/voxel is; peak memory: the training process's maximum resident set (the cached data set and the "
              "runtime included, so differences are what the networks add). " + load, ""]
     for res in tasks:
         lines += render_task(res)
@@ -1033,7 +1034,8 @@ def render_variants(res: Mapping[str, Any], machine: str) -> str:
              + (", mean over the seeds" if n_seeds > 1 else "; one seed, so differences of a few 0.01 are noise")
              + ". Train time is the training loop's wall-clock time and depends on the machine's load (the 1-minute "
              "load average at the end of the training, on all cores, in the load column); CPU time (all threads of the "
-             "training process, start-up included) is the comparable cost.", "",
+             "training process, start-up included) grows with the load too, though less: compare costs by MACs/voxel, "
+             "and times only between rows run at similar loads.", "",
              "| variant | parameters | MACs/voxel | train time (wall) | CPU time | load | validation mean Dice | "
              "Δ vs default |",
              "|---|---|---|---|---|---|---|---|"]
