@@ -185,6 +185,9 @@ def test_verdict_says_where_kmunet_loses(script):
     wins = script.verdict(rows(script, unet=(0.60, 0.60)), ["background", "organ", "tumor"])
     assert "to none of the baselines here" in wins
     assert "best Dice organ, Dice tumor, mean Dice of all rows" in wins
+    assert "No row segments" not in text + close + wins
+    none = script.verdict(rows(script, kmunet=(0.01, 0.002), unet=(0.02, 0.001)), ["background", "organ", "tumor"])
+    assert none.startswith("**No row segments this set at this budget** (best mean test Dice 0.011, below 0.05)")
 
 
 def test_readme_tables_are_written_between_the_markers(script, tmp_path):
@@ -207,6 +210,12 @@ def test_readme_tables_are_written_between_the_markers(script, tmp_path):
     # seeds 0, 1, 2 at lr 0.001: organ Dice 0.501, 0.511, 0.521
     assert "| 0.511 ± 0.010 |" in text
     assert "**Where KMUNet loses:**" in text and "`python scripts/compare_unet.py --tasks toy`" in text
+    assert "load" not in text.split("| model |")[0].split("\n\n")[-1]  # the fake runs record no load
+    for arm in res["arms"].values():
+        for i, run in enumerate(arm["seeds"].values()):
+            run["train"]["load_avg"] = 1.0 + i
+    script.write_readmes({"toy": res}, targets, "test CPU")
+    assert " h, load 2.0 (max 3.0)\n" in readme.read_text()  # each table's own load in its caption
     assert json.loads(json.dumps(res)) == res  # results.json round trip
     assert script.write_readmes({"toy": res}, {3: readme}, "test CPU") == []  # no 3D results: nothing written
     assert set(script.readme_targets(["bundles"])) == {2, 3}
