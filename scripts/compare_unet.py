@@ -681,7 +681,7 @@ def verdict(rows: Mapping[str, Mapping[str, Any]], class_names: Sequence[str]) -
 
     best_mean = max(row["mean_dice"][0] for row in rows.values())
     no_signal = (f"**No row segments this set at this budget** (best mean test Dice {best_mean:.3f}, below "
-                 f"{NO_SIGNAL_DICE}): the differences below are noise and do not rank the networks. "
+                 f"{NO_SIGNAL_DICE}): the differences in this table are noise and do not rank the networks. "
                  if best_mean < NO_SIGNAL_DICE else "")
 
     losses = []
