@@ -47,6 +47,19 @@ def saved_bytes(fn) -> int:
     return sum(seen.values())
 
 
+def assert_matches_float64(y, params, reference, tol: float = 1e-4) -> None:
+    """``y`` (computed from ``params``) and its gradients, for a random output gradient, equal ``reference`` run on
+    float64 copies of ``params`` within ``tol`` (relative and absolute)."""
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, params, g)
+    ref_params = [p.detach().double().requires_grad_() for p in params]
+    ref = reference(*ref_params)
+    ref_grads = torch.autograd.grad(ref, ref_params, g.double())
+    torch.testing.assert_close(y.double(), ref, rtol=tol, atol=tol)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
+
+
 class ClassFromIntensity(nn.Module):
     """A stand-in segmentation network for evaluation tests: the image holds class ``c`` at intensity ``offset + c *
     step`` (after the bundle's intensity scaling), and the output is the one-hot of that class times ``scale``
