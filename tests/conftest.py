@@ -6,5 +6,18 @@ eager kernels (identical maths) except in tests that turn fusion on explicitly (
 
 import os
 
+import pytest
+
 os.environ.setdefault("MONAI_KAN_FUSED", "0")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture
+def fused_on():
+    """The fused kernels on for one test (the suite's default is off), restored afterwards."""
+    from monai_kan.layers.fused import fused_kernels_enabled, set_fused_kernels
+
+    before = fused_kernels_enabled()
+    set_fused_kernels(True)
+    yield
+    set_fused_kernels(before)

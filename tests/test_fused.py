@@ -1,18 +1,9 @@
 """torch.compile-fused kernels compute what the eager kernels compute (values and gradients)."""
 
-import pytest
 import torch
 
 from monai_kan.layers import KANConv, KANLinear, set_fused_kernels
 from monai_kan.layers import fused
-
-
-@pytest.fixture
-def fused_on():
-    before = fused.fused_kernels_enabled()
-    set_fused_kernels(True)
-    yield
-    set_fused_kernels(before)
 
 
 def run(layer, x):

@@ -6,17 +6,9 @@ import pytest
 import torch
 from helpers import assert_matches_float64
 
-from monai_kan.layers.fused import fused_kernels_enabled, set_fused_kernels
+from monai_kan.layers.fused import set_fused_kernels
 from monai_kan.networks.fourier_kan import FourierKANLinear, fourier_features
 from monai_kan.networks.wavelet_kan import WaveletKANLinear, mexican_hat_edges
-
-
-@pytest.fixture
-def fused():
-    before = fused_kernels_enabled()
-    set_fused_kernels(True)
-    yield
-    set_fused_kernels(before)
 
 
 def _fourier_loops(layer: FourierKANLinear, x: torch.Tensor) -> torch.Tensor:
@@ -31,7 +23,7 @@ def _fourier_loops(layer: FourierKANLinear, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("n", [1, 7, 33])
-def test_fourier_fused_equals_loops_float64(fused, n):
+def test_fourier_fused_equals_loops_float64(fused_on, n):
     torch.manual_seed(n)
     layer = FourierKANLinear(5, 3, grid_size=4).double()
     with torch.no_grad():
@@ -41,7 +33,7 @@ def test_fourier_fused_equals_loops_float64(fused, n):
     assert layer(x.view(n, 1, 5)).shape == (n, 1, 3)
 
 
-def test_fourier_fused_gradients(fused):
+def test_fourier_fused_gradients(fused_on):
     torch.manual_seed(0)
     layer = FourierKANLinear(4, 3, grid_size=3).double()
     x = torch.randn(6, 4, dtype=torch.double, requires_grad=True)
@@ -50,7 +42,7 @@ def test_fourier_fused_gradients(fused):
                                     (torch.randn(24, 2, dtype=torch.double, requires_grad=True),))
 
 
-def test_fourier_float32_fused_equals_eager_and_float64(fused):
+def test_fourier_float32_fused_equals_eager_and_float64(fused_on):
     """The paper's encoder size in float32: fused and eager agree, both within float32 rounding of float64."""
     torch.manual_seed(0)
     layer = FourierKANLinear(784, 16)
@@ -71,7 +63,7 @@ def test_fourier_float32_fused_equals_eager_and_float64(fused):
 
 
 @pytest.mark.parametrize("shape", [(784, 16), (16, 784)])
-def test_wavelet_fused_float32_equals_float64_reference(fused, shape):
+def test_wavelet_fused_float32_equals_float64_reference(fused_on, shape):
     """Forward and every gradient of the fused Wav-KAN edges in float32 against the float64 autograd reference."""
     torch.manual_seed(0)
     n_in, n_out = shape

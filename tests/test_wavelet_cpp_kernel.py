@@ -6,21 +6,13 @@ import pytest
 import torch
 from helpers import assert_matches_float64
 
-from monai_kan.layers.fused import fused_kernels_enabled, set_fused_kernels
+from monai_kan.layers.fused import set_fused_kernels
 from monai_kan.networks.wavelet_kan import (
     WaveletKANLinear,
     _MexicanHatEdgesCpp,
     _use_cpp_kernel,
     mexican_hat_edges,
 )
-
-
-@pytest.fixture
-def fused():
-    before = fused_kernels_enabled()
-    set_fused_kernels(True)
-    yield
-    set_fused_kernels(before)
 
 
 def _params(n_in, n_out, n, dtype, seed=0):
@@ -33,7 +25,7 @@ def _params(n_in, n_out, n, dtype, seed=0):
 
 
 @pytest.mark.parametrize("shape", [(5, 3, 7), (3, 2, 1), (16, 40, 33), (40, 16, 17), (9, 4, 64)])
-def test_cpp_float64_equals_autograd_reference(fused, shape):
+def test_cpp_float64_equals_autograd_reference(fused_on, shape):
     params = _params(*shape, torch.float64)
     assert _use_cpp_kernel(*params)
     y = _MexicanHatEdgesCpp.apply(*params)
@@ -46,18 +38,18 @@ def test_cpp_float64_equals_autograd_reference(fused, shape):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_cpp_gradcheck(fused):
+def test_cpp_gradcheck(fused_on):
     params = _params(3, 2, 5, torch.float64)
     assert torch.autograd.gradcheck(lambda *p: _MexicanHatEdgesCpp.apply(*p), params)
 
 
-def test_cpp_float32_within_rounding_of_float64(fused):
+def test_cpp_float32_within_rounding_of_float64(fused_on):
     """The protocol's sizes in float32 (exp_u20) against the float64 reference."""
     params = _params(784, 16, 37, torch.float32)
     assert_matches_float64(_MexicanHatEdgesCpp.apply(*params), params, mexican_hat_edges)
 
 
-def test_cpp_threads_agree(fused):
+def test_cpp_threads_agree(fused_on):
     params = _params(16, 24, 50, torch.float64)
     before = torch.get_num_threads()
     outs = []
@@ -72,7 +64,7 @@ def test_cpp_threads_agree(fused):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_layer_uses_cpp_and_matches_unfused(fused):
+def test_layer_uses_cpp_and_matches_unfused(fused_on):
     torch.manual_seed(0)
     layer = WaveletKANLinear(6, 5).double()
     with torch.no_grad():
@@ -90,7 +82,7 @@ def test_layer_uses_cpp_and_matches_unfused(fused):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_empty_batch(fused):
+def test_empty_batch(fused_on):
     layer = WaveletKANLinear(4, 3, batch_norm=False).double()
     x = torch.zeros(0, 4, dtype=torch.double, requires_grad=True)
     assert not _use_cpp_kernel(x, layer.scale)
@@ -100,7 +92,7 @@ def test_empty_batch(fused):
     assert x.grad.shape == (0, 4) and layer.scale.grad is not None
 
 
-def test_autocast_and_bfloat16(fused):
+def test_autocast_and_bfloat16(fused_on):
     torch.manual_seed(0)
     layer = WaveletKANLinear(8, 4, batch_norm=False)
     x = torch.randn(11, 8, requires_grad=True)
